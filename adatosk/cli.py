@@ -1,0 +1,60 @@
+"""The ``adatosk`` command line: one sub-command per pipeline stage.
+
+Each sub-command lives in its own module, which defines ``add_arguments(parser)`` and ``main(args) -> int``.
+Modules are imported only when their command runs, so ``adatosk --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo-data": ("adatosk.data.demo", "generate the embedded synthetic demo dataset (DFEW layout)"),
+    "verify": ("adatosk.data.download", "fetch or copy a dataset's licensed sources and verify their checksums"),
+    "face-crop": ("adatosk.data.facecrop", "detect, track and crop faces; write frames and the packed cache"),
+    "manifest": ("adatosk.data.manifest", "parse the official split files into the manifest of all folds"),
+    "train": ("adatosk.train.engine", "train a model (single process or under torchrun)"),
+    "evaluate": ("adatosk.evaluate", "evaluate a checkpoint: UAR, WAR, per-class recall, confusion matrix"),
+    "flops": ("adatosk.flops", "parameters and fvcore FLOPs per clip of registered models"),
+    "bench": ("adatosk.bench", "efficiency benchmark: FLOPs, throughput and memory against the baseline"),
+    "tables": ("adatosk.tables", "render the paper's tables from the evaluated runs"),
+    "predict": ("adatosk.predict", "classify the expressions in raw videos with a trained checkpoint"),
+    "explain": ("adatosk.explain", "draw the soft masks of one clip (the paper's Fig. 3)"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adatosk", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(command).parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.main(args) or 0)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The config options shared by every command that reads the run configuration."""
+    parser.add_argument(
+        "--config", default=None, metavar="FILE",
+        help="an already composed config (params.yaml); default: compose the Hydra groups in params/",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE",
+        help="Hydra overrides, e.g. model=videomae data.fold=2 train.epochs=1",
+    )
