@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("adatosk.evaluate", "evaluate a checkpoint: UAR, WAR, per-class recall, confusion matrix"),
     "flops": ("adatosk.flops", "parameters and fvcore FLOPs per clip of registered models"),
     "bench": ("adatosk.bench", "efficiency benchmark: FLOPs, throughput and memory against the baseline"),
+    "bench-data": ("adatosk.data.bench", "data-loader throughput: clips per second per worker"),
     "tables": ("adatosk.tables", "render the paper's tables from the evaluated runs"),
     "predict": ("adatosk.predict", "classify the expressions in raw videos with a trained checkpoint"),
     "explain": ("adatosk.explain", "draw the soft masks of one clip (the paper's Fig. 3)"),

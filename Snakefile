@@ -1,0 +1,44 @@
+# The Snakemake side of the pipeline: its rules are DVC's stages (dvc.yaml, resolved by DVC; workflow/dvc_stages.py),
+# so `dvc repro` and `snakemake` run the same commands on the same files. Cluster values: slurm/config.yaml
+# (`snakemake --profile slurm`). Locally: `snakemake --cores 2`.
+import sys
+
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)
+from workflow.dvc_stages import PARAMS_FILE, gpu_count, params_fingerprint, resources, rule_specs, shell_command
+
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+
+SPECS = rule_specs(workflow.basedir)
+
+
+def output_files(spec):
+    return [directory(path) if path in spec.directories else path for path in spec.outputs]
+
+
+rule all:
+    default_target: True
+    input:
+        [path for spec in SPECS for path in spec.outputs],
+
+
+for spec in SPECS:
+
+    rule:
+        name:
+            spec.name
+        input:
+            spec.inputs,
+            ancient(PARAMS_FILE),
+        output:
+            output_files(spec),
+        params:
+            dvc=params_fingerprint(spec),
+        threads: resources(spec, config)["cpus_per_task"]
+        resources:
+            **resources(spec, config),
+        log:
+            f"logs/{spec.name}.log",
+        shell:
+            f"({shell_command(spec, gpu_count(spec, config))}) > {{log}} 2>&1"

@@ -1,0 +1,248 @@
+"""The clip dataset: manifest rows of one fold and split -> sampled, augmented, normalised clips.
+
+Each clip is read from the packed cache ``{cache_dir}/{clip_id}.npy`` when it exists, else from its frame folder
+or video file ``{root}/{path}``; only the sampled frames are gathered (or decoded, for frame folders).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from adatosk.data.cache import open_clip
+from adatosk.data.sampling import test_indices, train_indices
+from adatosk.data.transforms import ClipAugment, normalize_clip, resize_clip
+from adatosk.data.video import VideoDecodeError, frame_files, read_video
+
+MANIFEST_COLUMNS = ("clip_id", "path", "label", "fold", "split")
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (torch already runs one thread in a worker)."""
+    cv2.setNumThreads(1)
+
+
+class ClipReadError(RuntimeError):
+    """A clip that cannot be read; the message names the clip and the file."""
+
+
+@dataclass
+class LoadReport:
+    """Clips that could not be read (lenient mode): clip_id -> "file: error", and how many reads were replaced."""
+    corrupt: dict[str, str] = field(default_factory=dict)
+    replaced: int = 0
+
+    def __len__(self) -> int:
+        return len(self.corrupt)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"corrupt": dict(self.corrupt), "replaced": self.replaced}
+
+
+class _CacheSource:
+    """A packed clip, memory-mapped: reading gathers only the requested frames."""
+
+    def __init__(self, path: Path):
+        self.frames = open_clip(path)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return np.asarray(self.frames[indices])
+
+
+class _FolderSource:
+    """A folder of frame images: reading decodes only the requested frames."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        unique, inverse = np.unique(indices, return_inverse=True)
+        images = {self.files[k]: cv2.imread(str(self.files[k]), cv2.IMREAD_COLOR) for k in unique}
+        unreadable = [str(file) for file, image in images.items() if image is None]
+        if unreadable:
+            raise VideoDecodeError(f"cannot decode frame images {unreadable}")
+        sizes = {file.name: image.shape[1::-1] for file, image in images.items()}
+        if len(set(sizes.values())) > 1:
+            raise VideoDecodeError(f"frames of {self.files[0].parent} differ in size (w, h): {sizes}")
+        return np.ascontiguousarray(np.stack(list(images.values()))[inverse, ..., ::-1])  # BGR -> RGB
+
+
+class _VideoSource:
+    """A video file, decoded whole (clips are short; pack them for speed)."""
+
+    def __init__(self, path: Path):
+        self.frames = read_video(path)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        return self.frames[indices]
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips of one fold and split of a manifest, as MAE-DFER samples and augments them.
+
+    ``__getitem__(i) -> dict(video, label, index)``: ``video`` is an ImageNet-normalised FloatTensor ``[3, T, S, S]``
+    (``train=True``: random window + :class:`ClipAugment`) or ``[V, 3, T, S, S]`` (``train=False``: ``temporal_views``
+    views, resized only); ``index`` is the dataset index of the clip returned (``i`` unless lenient mode replaced it).
+
+    Reproducibility: all randomness of sample ``i`` (window, augmentation) comes from a generator seeded by
+    ``(seed, epoch, i)``; no global RNG is used. Call :meth:`set_epoch` at the start of every epoch, before
+    ``iter(loader)`` (workers prefetch as soon as the iterator exists): a resumed run that sets the same seed and
+    epoch and visits the same indices gets bit-identical clips, whatever the number of workers and whether they
+    persist. The order of indices is the sampler's business. Test clips are deterministic.
+
+    Errors: in strict mode an unreadable or corrupt clip raises :class:`ClipReadError` naming the file. In lenient
+    mode (``strict=False``) it is recorded in :attr:`report`, a warning naming the file is issued, and the next
+    readable clip (i + 1, i + 2, ...) is returned instead. DataLoader workers record into their own copy of the
+    report, so in workers the warnings are the record; :meth:`validate` checks every clip up front in the calling
+    process and fills the report there.
+
+    Workers: no file is held open between items (memory maps are opened per item in the process that reads); pass
+    ``worker_init_fn=worker_init_fn`` to the DataLoader so that each worker runs one OpenCV thread.
+    """
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame | str | os.PathLike[str],
+        data_cfg: Any,
+        *,
+        fold: int,
+        split: str,
+        train: bool,
+        temporal_views: int = 2,
+        strict: bool = True,
+        seed: int = 0,
+    ):
+        if not isinstance(manifest, pd.DataFrame):
+            from adatosk.data.manifest import read_manifest
+
+            manifest = read_manifest(manifest)
+        missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+        if missing:
+            raise ValueError(f"manifest lacks columns {missing}; it has {list(manifest.columns)}")
+        rows = manifest[(manifest["fold"].astype(int) == int(fold)) & (manifest["split"] == split)]
+        if rows.empty:
+            folds, splits = sorted(manifest["fold"].unique()), sorted(manifest["split"].unique())
+            raise ValueError(f"no clips of fold {fold}, split {split!r} in the manifest (folds {folds}, splits {splits})")
+        self.clip_ids = rows["clip_id"].astype(str).tolist()
+        self.paths = rows["path"].astype(str).tolist()
+        self.labels = [int(label) for label in rows["label"]]
+        self.num_classes = int(data_cfg["num_classes"])
+        bad = sorted({label for label in self.labels if not 0 <= label < self.num_classes})
+        if bad:
+            raise ValueError(f"labels {bad} outside [0, {self.num_classes}) in fold {fold}, split {split!r}")
+
+        self.root = Path(data_cfg["root"])
+        self.cache_dir = Path(data_cfg["cache_dir"])
+        self.num_frames = int(data_cfg["num_frames"])
+        self.size = int(data_cfg["img_size"])
+        sampling = data_cfg.get("sampling") or {}
+        self.stride = int(sampling.get("stride", 4))
+        self.train_window = int(sampling.get("train_window", self.num_frames * self.stride))
+        self.train, self.temporal_views, self.strict, self.seed = train, temporal_views, strict, seed
+        self.augment = ClipAugment.from_config(data_cfg.get("augment"), self.size) if train else None
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by (persistent) workers too
+        self.report = LoadReport()
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose window/augmentation draws :meth:`__getitem__` makes (see the class docstring).
+
+        The epoch lives in shared memory, so DataLoader workers, persistent ones included, see it."""
+        self._epoch.fill_(int(epoch))
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def cache_path(self, index: int) -> Path:
+        return self.cache_dir / f"{self.clip_ids[index]}.npy"
+
+    def _source(self, index: int) -> _CacheSource | _FolderSource | _VideoSource:
+        cache = self.cache_path(index)
+        if cache.exists():
+            return _CacheSource(cache)
+        path = self.root / self.paths[index]
+        if path.is_dir():
+            files = frame_files(path)
+            if not files:
+                raise VideoDecodeError(f"no frame images in {path}")
+            return _FolderSource(files)
+        if path.is_file():
+            return _VideoSource(path)
+        raise FileNotFoundError(f"neither the packed clip {cache} nor the frames/video {path} exist")
+
+    def _load(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        source = self._source(index)
+        if self.train:
+            indices = train_indices(len(source), rng, num_frames=self.num_frames, stride=self.stride,
+                                    window=self.train_window)
+            return self.augment(resize_clip(source.read(indices), self.size), rng)  # [3, T, S, S]
+        views = test_indices(len(source), num_frames=self.num_frames, stride=self.stride,
+                             num_views=self.temporal_views)  # [V, T]
+        frames = resize_clip(source.read(views.reshape(-1)), self.size)
+        return normalize_clip(frames).unflatten(1, views.shape).transpose(0, 1).contiguous()  # [V, 3, T, S, S]
+
+    def _failure(self, index: int, error: Exception) -> str:
+        cache = self.cache_path(index)
+        where = cache if cache.exists() else self.root / self.paths[index]
+        return f"clip {self.clip_ids[index]} ({where}): {type(error).__name__}: {error}"
+
+    def _read(self, index: int, rng: np.random.Generator) -> torch.Tensor:
+        try:
+            return self._load(index, rng)
+        except Exception as error:  # any decoder / file-system / format error: one wrapper naming the clip's file
+            raise ClipReadError(self._failure(index, error)) from error
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = self.rng(index)
+        if self.strict:
+            return dict(video=self._read(index, rng), label=self.labels[index], index=index)
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            if self.clip_ids[candidate] in self.report.corrupt:
+                continue
+            try:
+                video = self._read(candidate, rng)
+            except ClipReadError as error:
+                self.report.corrupt[self.clip_ids[candidate]] = str(error)
+                warnings.warn(f"skipping unreadable clip: {error}", RuntimeWarning, stacklevel=2)
+                continue
+            self.report.replaced += candidate != index
+            return dict(video=video, label=self.labels[candidate], index=candidate)
+        raise ClipReadError(f"no readable clip in the dataset; e.g. {next(iter(self.report.corrupt.values()))}")
+
+    def validate(self) -> LoadReport:
+        """Open every clip's source (cache header, folder listing, or whole video) and record those that fail.
+
+        Strict mode raises on the first failure; lenient mode records all of them in :attr:`report`."""
+        for index in range(len(self)):
+            try:
+                self._source(index)
+            except Exception as error:
+                if self.strict:
+                    raise ClipReadError(self._failure(index, error)) from error
+                self.report.corrupt[self.clip_ids[index]] = self._failure(index, error)
+        return self.report

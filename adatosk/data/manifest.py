@@ -1,0 +1,332 @@
+"""Parse a benchmark's official split files into one manifest of all folds, validated row by row.
+
+Official split files (paths relative to ``data.root``):
+
+* DFEW: ``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{k}.csv``, ``video_name,label`` (label 1..7);
+  frame folders ``Clip/clip_224x224/<video_name zero-padded to 5 digits>``.
+* FERV39K: ``4_setups/All_scenes/{train_All,test_All}.csv``, lines ``<Scene>/<Emotion>/<id> <Emotion>`` (fold 1);
+  frame folders ``2_ClipsforFaceCrop/<Scene>/<Emotion>/<id>``.
+* MAFW: ``split/single/no_caption/set_{k}/{train,test}.txt``, lines ``<id>.mp4 <classname>``; frame folders
+  ``data/faces/<id>`` (the cropped faces; MAE-DFER reads ``data/frames/<id>``).
+
+``data.frames_dir`` (relative to ``data.root``, or absolute) overrides where the frame folders are, e.g. the
+face-crop stage's output for raw-video datasets. Every problem in the files or the tree is collected and reported
+at once, each with the file and line it comes from.
+
+The manifest (``{data.manifest_dir}/manifest.csv``) has one row per (clip, fold): ``clip_id, path, n_frames,
+label, label_name, fold, split``; ``path`` is the frame folder relative to ``data.root``. It can be exported to
+MAE-DFER's (``<frame_dir> <label>``) and DFER-CLIP's (``<frame_dir> <num_frames> <label>``) list files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from adatosk.data.classes import class_names, label_of, to_dfer_clip_label
+from adatosk.io import atomic_path, write_text_atomic
+
+COLUMNS = ["clip_id", "path", "n_frames", "label", "label_name", "fold", "split"]
+SPLITS = ("train", "test")
+FRAME_SUFFIXES = {".jpg", ".jpeg", ".png"}
+FRAMES_DIR = {"dfew": "Clip/clip_224x224", "ferv39k": "2_ClipsforFaceCrop", "mafw": "data/faces"}
+EXPORT_FORMATS = ("mae-dfer", "dfer-clip")
+
+
+class ManifestError(ValueError):
+    """The split files or the frame tree have problems; ``problems`` lists every one (file:line: what)."""
+
+    def __init__(self, root: Path, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__(f"{len(self.problems)} problem(s) with the splits of {root}:\n  " + "\n  ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a split file."""
+
+    clip_id: str
+    folder: str          # frame folder relative to the frames directory
+    label: int           # 0-based
+    fold: int
+    split: str
+    where: str           # "file:line"
+
+
+# --- readers of the official split files ---------------------------------------------------------------------------
+
+def _lines(path: Path, root: Path) -> Iterable[tuple[str, int, str]]:
+    """(``file:line`` relative to root, line number, stripped text) of the non-blank lines of ``path``."""
+    name = os.path.relpath(path, root)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                yield f"{name}:{number}", number, line.strip()
+
+
+def _fields(text: str) -> list[str]:
+    return [f.strip() for f in (next(csv.reader([text])) if "," in text else text.split())]
+
+
+def _read_dfew(root: Path, folds: Sequence[int], problems: list[str]) -> list[Entry]:
+    entries = []
+    names = class_names("dfew")
+    for fold in folds:
+        for split in SPLITS:
+            path = root / "EmoLabel_DataSplit" / f"{split}(single-labeled)" / f"set_{fold}.csv"
+            if not path.is_file():
+                problems.append(f"{os.path.relpath(path, root)}: split file missing")
+                continue
+            for where, number, text in _lines(path, root):
+                fields = _fields(text)
+                if number == 1 and [f.lower() for f in fields] == ["video_name", "label"]:
+                    continue
+                if len(fields) != 2 or not fields[0].isdigit() or not re.fullmatch(r"[+-]?\d+", fields[1]):
+                    problems.append(f"{where}: malformed line {text!r} (expected video_name,label)")
+                    continue
+                label = int(fields[1])
+                if not 1 <= label <= len(names):
+                    problems.append(f"{where}: label {label} out of range 1..{len(names)}")
+                    continue
+                clip_id = f"{int(fields[0]):05d}"
+                entries.append(Entry(clip_id, clip_id, label - 1, fold, split, where))
+    return entries
+
+
+def _ferv39k_clip(name: str) -> tuple[str, str]:
+    """``Action/Sad/0010`` -> clip id ``Action_Sad_0010``, folder ``Action/Sad/0010``."""
+    folder = name.strip("/")
+    return folder.replace("/", "_"), folder
+
+
+def _mafw_clip(name: str) -> tuple[str, str]:
+    """``00025.mp4`` -> clip id and folder ``00025``."""
+    return Path(name).stem, Path(name).stem
+
+
+def _read_named(lines: Iterable[tuple[str, int, str]], layout: str, fold: int, split: str, problems: list[str],
+                clip_of: Callable[[str], tuple[str, str]]) -> list[Entry]:
+    """Lines ``<clip> <classname>`` (FERV39K, MAFW); ``clip_of(name) -> (clip_id, folder)``."""
+    entries = []
+    for where, number, text in lines:
+        fields = _fields(text)
+        if len(fields) != 2 or not fields[0]:
+            problems.append(f"{where}: malformed line {text!r} (expected '<clip> <class name>')")
+            continue
+        try:
+            label = label_of(layout, fields[1])
+        except KeyError:
+            if number == 1 and fields[1].lower() in {"label", "emotion", "class"}:
+                continue  # a header line
+            problems.append(f"{where}: unknown class {fields[1]!r} (expected one of {class_names(layout)})")
+            continue
+        clip_id, folder = clip_of(fields[0])
+        entries.append(Entry(clip_id, folder, label, fold, split, where))
+    return entries
+
+
+def _read_ferv39k(root: Path, folds: Sequence[int], problems: list[str]) -> list[Entry]:
+    if list(folds) != [1]:
+        problems.append(f"FERV39K has one split (fold 1); data.folds is {list(folds)}")
+    entries = []
+    for split in SPLITS:
+        path = root / "4_setups" / "All_scenes" / f"{split}_All.csv"
+        if not path.is_file():
+            problems.append(f"{os.path.relpath(path, root)}: split file missing")
+            continue
+        entries += _read_named(_lines(path, root), "ferv39k", 1, split, problems, _ferv39k_clip)
+    return entries
+
+
+def _read_mafw(root: Path, folds: Sequence[int], problems: list[str]) -> list[Entry]:
+    entries = []
+    for fold in folds:
+        for split in SPLITS:
+            path = root / "split" / "single" / "no_caption" / f"set_{fold}" / f"{split}.txt"
+            if not path.is_file():
+                problems.append(f"{os.path.relpath(path, root)}: split file missing")
+                continue
+            entries += _read_named(_lines(path, root), "mafw", fold, split, problems, _mafw_clip)
+    return entries
+
+
+READERS = {"dfew": _read_dfew, "ferv39k": _read_ferv39k, "mafw": _read_mafw}
+
+
+# --- validation and the table ----------------------------------------------------------------------------------------
+
+def count_frames(folder: Path) -> int:
+    """Image files in a frame folder; -1 if the folder does not exist."""
+    try:
+        with os.scandir(folder) as it:
+            return sum(1 for e in it if e.is_file() and os.path.splitext(e.name)[1].lower() in FRAME_SUFFIXES)
+    except (FileNotFoundError, NotADirectoryError):
+        return -1
+
+
+def _check_entries(entries: Sequence[Entry], frames_root: Path, problems: list[str]) -> dict[str, int]:
+    """Frame counts per folder; missing or empty folders, duplicates and train/test overlaps go to ``problems``."""
+    n_frames: dict[str, int] = {}
+    seen: dict[tuple[str, int], Entry] = {}
+    for entry in entries:
+        if entry.folder not in n_frames:
+            n_frames[entry.folder] = count_frames(frames_root / entry.folder)
+        n = n_frames[entry.folder]
+        if n < 0:
+            problems.append(f"{entry.where}: frame folder {frames_root / entry.folder} does not exist")
+        elif n == 0:
+            problems.append(f"{entry.where}: frame folder {frames_root / entry.folder} has no frames "
+                            f"({'/'.join(sorted(FRAME_SUFFIXES))})")
+        first = seen.setdefault((entry.clip_id, entry.fold), entry)
+        if first is not entry:
+            if first.split == entry.split:
+                problems.append(f"{entry.where}: clip {entry.clip_id} listed twice in the {entry.split} split of "
+                                f"fold {entry.fold} (first at {first.where})")
+            else:
+                problems.append(f"{entry.where}: clip {entry.clip_id} is in both train and test of fold "
+                                f"{entry.fold} (also at {first.where})")
+    return n_frames
+
+
+def _check_fold_sizes(df: pd.DataFrame, folds: Sequence[int], expected: Sequence[Sequence[int]] | None,
+                      problems: list[str]) -> None:
+    if expected is None:
+        return
+    for fold, (n_train, n_test) in zip(range(1, len(expected) + 1), expected):
+        if fold not in folds:
+            continue
+        got = [int(((df.fold == fold) & (df.split == split)).sum()) for split in SPLITS]
+        if got != [n_train, n_test]:
+            problems.append(f"fold {fold}: {got[0]} train / {got[1]} test clips, expected {n_train} / {n_test} "
+                            "(data.expected_fold_sizes)")
+
+
+def frames_dir(data_cfg: Mapping[str, Any]) -> str:
+    """Where the frame folders are, relative to ``data.root`` (or absolute)."""
+    return str(data_cfg.get("frames_dir") or FRAMES_DIR[data_cfg["layout"]])
+
+
+def build_manifest(data_cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Read and validate the split files of ``data_cfg`` (``cfg.data``); raise :class:`ManifestError` listing
+    every problem, or return the manifest table."""
+    layout = data_cfg["layout"]
+    if layout not in READERS:
+        raise ValueError(f"data.layout {layout!r} is not one of {sorted(READERS)}")
+    root = Path(data_cfg["root"])
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root {root} is not a directory (run `adatosk verify` or `adatosk demo-data`)")
+    names = list(data_cfg.get("class_names") or class_names(layout))
+    if names != class_names(layout):
+        raise ValueError(f"data.class_names {names} differ from the {layout} order {class_names(layout)}")
+    folds = [int(k) for k in data_cfg["folds"]]
+    problems: list[str] = []
+    entries = READERS[layout](root, folds, problems)
+    rel = frames_dir(data_cfg)
+    n_frames = _check_entries(entries, root / rel, problems)
+    df = pd.DataFrame(
+        [(e.clip_id, Path(rel, e.folder).as_posix(), n_frames[e.folder], e.label, names[e.label], e.fold, e.split)
+         for e in entries],
+        columns=COLUMNS,
+    )
+    expected = data_cfg.get("expected_fold_sizes")
+    _check_fold_sizes(df, folds, None if expected is None else [list(x) for x in expected], problems)
+    if problems:
+        raise ManifestError(root, problems)
+    return df.sort_values(["fold", "split", "clip_id"], ascending=[True, False, True], ignore_index=True)
+
+
+# --- reading, writing and exporting ---------------------------------------------------------------------------------
+
+_DTYPES = {"clip_id": str, "path": str, "n_frames": int, "label": int, "label_name": str, "fold": int,
+           "split": str}
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"manifest table lacks columns {missing}")
+    with atomic_path(path) as tmp:
+        df[COLUMNS].to_csv(tmp, index=False)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found (run `adatosk manifest`)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: columns {missing} missing; expected {COLUMNS}")
+    try:
+        return df[COLUMNS].astype(_DTYPES)
+    except ValueError as error:
+        raise ValueError(f"{path}: a column has a wrong type ({error})") from error
+
+
+def _list_lines(df: pd.DataFrame, root: Path, fold: int, split: str, fmt: str, layout: str) -> str:
+    rows = df[(df.fold == fold) & (df.split == split)]
+    lines = []
+    for clip in rows.itertuples():
+        frame_dir = (root / clip.path).as_posix()
+        if fmt == "mae-dfer":
+            lines.append(f"{frame_dir} {clip.label}\n")
+        else:
+            lines.append(f"{frame_dir} {clip.n_frames} {to_dfer_clip_label(layout, clip.label)}\n")
+    return "".join(lines)
+
+
+def export_lists(df: pd.DataFrame, data_cfg: Mapping[str, Any], out_dir: str | os.PathLike[str],
+                 fmt: str) -> list[Path]:
+    """Write MAE-DFER's ``mae_dfer/split0{k}/{train,test}.csv`` or DFER-CLIP's
+    ``dfer_clip/{NAME}_set_{k}_{train,test}.txt`` (FERV39K: ``FERV39K_{train,test}.txt``) with absolute frame
+    folders; DFER-CLIP labels in its own class order."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    layout = data_cfg["layout"]
+    root = Path(data_cfg["root"]).resolve()
+    written = []
+    for fold in sorted(df.fold.unique()):
+        for split in SPLITS:
+            if fmt == "mae-dfer":
+                path = Path(out_dir) / "mae_dfer" / f"split{fold:02d}" / f"{split}.csv"
+            else:
+                name = layout.upper() if layout != "ferv39k" else "FERV39K"
+                stem = f"{name}_{split}" if layout == "ferv39k" else f"{name}_set_{fold}_{split}"
+                path = Path(out_dir) / "dfer_clip" / f"{stem}.txt"
+            write_text_atomic(path, _list_lines(df, root, int(fold), split, fmt, layout))
+            written.append(path)
+    return written
+
+
+# --- the `adatosk manifest` command -----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from adatosk.cli import add_config_arguments
+
+    parser.add_argument("--export", action="append", choices=EXPORT_FORMATS, default=[], metavar="FORMAT",
+                        help="also write another codebase's list files (repeatable): " + ", ".join(EXPORT_FORMATS))
+    add_config_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from adatosk.config import load_config
+
+    cfg = load_config(args.overrides, args.config)
+    df = build_manifest(cfg.data)
+    out = Path(cfg.data.manifest_dir) / "manifest.csv"
+    write_manifest(df, out)
+    per_fold = df.groupby(["fold", "split"]).size().unstack(fill_value=0)
+    sizes = ", ".join(f"{k}: {row.get('train', 0)}/{row.get('test', 0)}" for k, row in per_fold.iterrows())
+    print(f"wrote {out}: {df.clip_id.nunique()} clips, {len(df)} rows; train/test per fold {sizes}")
+    for fmt in args.export:
+        for path in export_lists(df, cfg.data, cfg.data.manifest_dir, fmt):
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,116 @@
+"""Decode clips into uint8 RGB arrays ``[T, H, W, 3]``: video files and folders of frame images.
+
+Videos are decoded with decord; PyAV, then OpenCV, are tried only when decord cannot read a file (an unsupported
+codec or container, or a stream decord mis-counts). A file that no decoder reads raises :class:`VideoDecodeError`
+naming the file and each decoder's complaint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
+
+
+class VideoDecodeError(RuntimeError):
+    """A video or frame folder that cannot be decoded; the message names the path."""
+
+
+def _read_decord(path: Path) -> np.ndarray:
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    return reader.get_batch(list(range(len(reader)))).asnumpy()
+
+
+def _read_pyav(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def _read_opencv(path: Path) -> np.ndarray:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+        capture.release()
+    if not frames:
+        raise ValueError("no frames decoded")
+    return np.stack(frames)
+
+
+# Tried in this order; the first that returns frames wins.
+DECODERS: tuple[tuple[str, Callable[[Path], np.ndarray]], ...] = (
+    ("decord", _read_decord),
+    ("pyav", _read_pyav),
+    ("opencv", _read_opencv),
+)
+
+
+def read_video(path: str | os.PathLike[str]) -> np.ndarray:
+    """All frames of a video file: uint8 RGB ``[T, H, W, 3]`` (decord, else PyAV, else OpenCV)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    errors = []
+    for name, decode in DECODERS:
+        try:
+            frames = decode(path)
+        except Exception as error:  # each backend has its own error types; the next backend gets its chance
+            errors.append(f"{name}: {type(error).__name__}: {str(error).strip()[:200]}")
+            continue
+        if frames.ndim == 4 and len(frames) > 0 and frames.shape[-1] == 3:
+            return np.ascontiguousarray(frames, dtype=np.uint8)
+        errors.append(f"{name}: decoded an array of shape {list(frames.shape)}")
+    raise VideoDecodeError(f"cannot decode video {path}: " + "; ".join(errors))
+
+
+def _natural_key(name: str) -> list[int | str]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def frame_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files of a frame folder in natural order (``2.jpg`` before ``10.jpg``)."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def read_frames_dir(folder: str | os.PathLike[str]) -> np.ndarray:
+    """The frames of a folder of images (all of one size): uint8 RGB ``[T, H, W, 3]``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder not found: {folder}")
+    files = frame_files(folder)
+    if not files:
+        raise VideoDecodeError(f"no frame images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+    frames = []
+    for file in files:
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            raise VideoDecodeError(f"cannot decode frame image {file}")
+        if frames and image.shape != frames[0].shape:
+            raise VideoDecodeError(f"frame {file} is {image.shape[1]}x{image.shape[0]} but the first frame of "
+                                   f"{folder} is {frames[0].shape[1]}x{frames[0].shape[0]}")
+        frames.append(image)
+    return np.ascontiguousarray(np.stack(frames)[..., ::-1])
+
+
+def read_clip(path: str | os.PathLike[str]) -> np.ndarray:
+    """A clip stored either as a folder of frame images or as a video file: uint8 RGB ``[T, H, W, 3]``."""
+    path = Path(path)
+    return read_frames_dir(path) if path.is_dir() else read_video(path)

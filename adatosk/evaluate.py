@@ -1,0 +1,177 @@
+"""The ``adatosk evaluate`` command: multi-view test of a checkpoint on the test split of one fold.
+
+Each test clip is seen in ``temporal_views x mask_views`` views (method.md, "Inference"): the loader yields the
+temporal clips, and view ``v = t * mask_views + m`` draws its tube mask from a generator seeded by
+``(evaluate.mask_seed, clip index, v)``, so that a second run gives the same numbers. A model with
+``eval_mask_ratio == 0`` sees every token: one mask view. The softmax outputs of all views are averaged.
+
+Under torchrun each rank predicts every ``world_size``-th clip and rank 0 gathers the predictions. Writes
+``run_dir/metrics.json`` (uar, war, per_class_recall, confusion_matrix, class_names, n_clips, views, ...) and
+``run_dir/predictions.csv`` (clip_id, label, pred, probs = the averaged probabilities, space-separated in class
+order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from adatosk.cli import add_config_arguments
+from adatosk.config import load_config
+from adatosk.data.dataset import ClipDataset
+from adatosk.data.manifest import read_manifest
+from adatosk.io import write_json_atomic, write_text_atomic
+from adatosk.metrics import confusion_matrix, recognition_metrics
+from adatosk.models.checkpoint import load_model
+from adatosk.models.masking import tube_mask
+from adatosk.train.distributed import (Amp, DistContext, all_gather_objects, amp_settings, cleanup,
+                                       init_distributed)
+from adatosk.train.rng import derive_seed, torch_settings
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--checkpoint", default=None, metavar="DIR",
+                        help="a save_model directory or file (default: run_dir/checkpoint/last)")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = load_config(args.overrides, args.config)
+    ctx = init_distributed(cfg.device)
+    try:
+        with torch_settings(bool(cfg.train.deterministic), cfg.train.threads):
+            metrics = evaluate(cfg, ctx, checkpoint=args.checkpoint)
+    finally:
+        cleanup()
+    if ctx.is_main:
+        log.info("fold %s: UAR %.4f  WAR %.4f  (%d clips, %d views)", cfg.data.fold, metrics["uar"],
+                 metrics["war"], metrics["n_clips"], metrics["views"]["total"])
+    return 0
+
+
+def mask_views_of(model: nn.Module, mask_views: int) -> int:
+    return mask_views if model.eval_mask_ratio > 0 else 1
+
+
+def view_masks(model: nn.Module, indices: torch.Tensor, view: int, mask_seed: int,
+               device: torch.device) -> torch.Tensor | None:
+    """The visible tube masks ``[B, N]`` of view ``view`` of the clips ``indices``; None = every token."""
+    if model.eval_mask_ratio == 0:
+        return None
+    masks = [tube_mask(1, model.num_patches, model.eval_mask_ratio,
+                       generator=torch.Generator().manual_seed(derive_seed(mask_seed, int(i), view)))
+             for i in indices]
+    return torch.cat(masks).to(device)  # [B, N]
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, dataset: Dataset, *, mask_views: int, mask_seed: int, batch_size: int,
+            num_workers: int, ctx: DistContext, amp: Amp) -> tuple[np.ndarray, np.ndarray]:
+    """(dataset indices [N], view-averaged probabilities [N, K]) of every clip, on every rank."""
+    model.eval()
+    shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=ctx.device.type == "cuda")
+    mask_views = mask_views_of(model, mask_views)
+    indices, probs = [], []
+    for batch in tqdm(loader, desc="evaluate", disable=not ctx.is_main, dynamic_ncols=True, leave=False):
+        video = batch["video"].to(ctx.device, non_blocking=True)  # [B, V, 3, T, H, W]
+        if video.ndim != 6:
+            raise ValueError(f"a test clip must be [V, 3, T, H, W] (train=False), got {tuple(video.shape[1:])}")
+        total = 0.0
+        for t in range(video.shape[1]):
+            for m in range(mask_views):
+                visible = view_masks(model, batch["index"], t * mask_views + m, mask_seed, ctx.device)
+                with amp.autocast(ctx.device):
+                    logits = model(video[:, t], visible=visible)  # [B, K]
+                total = total + logits.float().softmax(dim=-1)
+        indices.append(batch["index"].cpu())
+        probs.append((total / (video.shape[1] * mask_views)).cpu())
+    local = (torch.cat(indices).numpy(), torch.cat(probs).numpy()) if indices else (
+        np.zeros(0, np.int64), np.zeros((0, model.num_classes), np.float32))
+    gathered = all_gather_objects(local)
+    all_indices = np.concatenate([g[0] for g in gathered])
+    order = np.argsort(all_indices, kind="stable")
+    return all_indices[order], np.concatenate([g[1] for g in gathered])[order]
+
+
+def load_test_split(cfg: DictConfig) -> Dataset:
+    manifest = read_manifest(Path(cfg.data.manifest_dir) / "manifest.csv")
+    return ClipDataset(manifest, cfg.data, fold=cfg.data.fold, split="test", train=False,
+                       temporal_views=cfg.evaluate.temporal_views)
+
+
+def score(model: nn.Module, dataset: Dataset, cfg: DictConfig, ctx: DistContext, amp: Amp,
+          class_names: list[str]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(metrics dict, dataset indices, probabilities) of ``model`` on ``dataset`` with cfg.evaluate's views."""
+    indices, probs = predict(model, dataset, mask_views=cfg.evaluate.mask_views, mask_seed=cfg.evaluate.mask_seed,
+                             batch_size=cfg.evaluate.batch_size, num_workers=cfg.train.num_workers, ctx=ctx,
+                             amp=amp)
+    labels = np.asarray(dataset.labels)[indices]
+    metrics = recognition_metrics(confusion_matrix(labels, probs.argmax(axis=1), len(class_names)), class_names)
+    mask_views = mask_views_of(model, cfg.evaluate.mask_views)
+    metrics["n_clips"] = int(len(indices))
+    metrics["views"] = {"temporal": int(cfg.evaluate.temporal_views), "mask": int(mask_views),
+                        "total": int(cfg.evaluate.temporal_views) * int(mask_views)}
+    metrics["eval_mask_ratio"] = float(model.eval_mask_ratio)
+    metrics["mask_seed"] = int(cfg.evaluate.mask_seed)
+    return metrics, indices, probs
+
+
+def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -> dict:
+    run_dir = Path(cfg.run_dir)
+    checkpoint = Path(checkpoint) if checkpoint else run_dir / "checkpoint" / "last"
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}: train first (adatosk train) or pass --checkpoint")
+    model, meta = load_model(checkpoint, device=ctx.device)
+    class_names = list(meta["class_names"])
+    if class_names != list(cfg.data.class_names):
+        raise ValueError(f"{checkpoint} was trained on classes {class_names}, but data '{cfg.data.name}' has "
+                         f"{list(cfg.data.class_names)}")
+    dataset = load_test_split(cfg)
+    metrics, indices, probs = score(model, dataset, cfg, ctx, amp_settings(cfg.train.amp, ctx.device), class_names)
+    metrics.update(checkpoint=str(checkpoint), data=cfg.data.name, fold=int(cfg.data.fold),
+                   variant=cfg.model.variant)
+    if ctx.is_main:
+        metrics["flops"] = view_flops(model, cfg, metrics["views"]["total"])
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        write_predictions(run_dir / "predictions.csv", clip_ids(dataset, indices), np.asarray(dataset.labels)[indices],
+                          probs)
+    return metrics
+
+
+def view_flops(model: nn.Module, cfg: DictConfig, views: int) -> dict:
+    """fvcore FLOPs of what was run: one inference view as evaluated, and a whole clip (all its views)."""
+    from adatosk.flops import model_flops
+
+    counted = model_flops(copy.deepcopy(model).cpu(), int(cfg.data.num_frames), int(cfg.data.img_size))  # a copy:
+    # counting runs a train-mode forward, which would update BatchNorm statistics
+    return {"per_view": counted["flops_inference"], "per_clip": counted["flops_inference"] * views,
+            "params_inference": counted["params_inference"]}
+
+
+def clip_ids(dataset: Dataset, indices: np.ndarray) -> list[str]:
+    return [str(dataset.clip_ids[i]) for i in indices]
+
+
+def write_predictions(path: Path, ids: list[str], labels: np.ndarray, probs: np.ndarray) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["clip_id", "label", "pred", "probs"])
+    for clip_id, label, p in zip(ids, labels, probs):
+        writer.writerow([clip_id, int(label), int(p.argmax()), " ".join(f"{v:.6f}" for v in p)])
+    write_text_atomic(path, buffer.getvalue())

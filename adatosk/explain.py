@@ -1,0 +1,436 @@
+"""The ``adatosk explain`` command: the soft masks of one clip drawn as the paper's Fig. 3.
+
+One column per sampled frame; rows: the face frames, the class-semantic activation map ``A`` (Eq. 10) over them, the
+CS soft mask ``M_cs`` (Eq. 11; excluded tokens black), the CA soft mask ``M_ca`` (Eq. 7; the activated slots of
+Eq. 5 framed in red, ranked by their frame difference) and the final ``M_s`` (Eq. 12). A token is a tube of
+``tubelet_size`` frames x ``patch x patch`` pixels: its value is painted on that patch of every frame of its slot.
+Positions hidden by the tube mask are shown grey. Each mask row is coloured (viridis) from the lowest to the
+highest value of the row, printed beside it. A JSON next to the PNG holds the numbers: per-slot CA frame
+differences, the activated slots, the excluded tokens per slot, every token's values and the prediction.
+
+The model's intermediates come from its public methods (``forward_features``, ``temporal_soft_mask``) and forward
+hooks on its CA and CS modules; nothing in the model changes. Clips come from a video (the sliding window
+``--window`` of ``adatosk predict``) or from the test split of the run config's fold (``--manifest-clip CLIP_ID``,
+``--per-class N``: the test view ``--window`` of the clip as ``adatosk evaluate`` loads it, under its first seeded
+mask view).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image, ImageDraw, ImageFont
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+
+from adatosk.cli import add_config_arguments
+from adatosk.config import load_config
+from adatosk.data.cache import CorruptClipError
+from adatosk.data.dataset import ClipReadError
+from adatosk.data.facecrop import NoFaceError
+from adatosk.data.video import VideoDecodeError
+from adatosk.evaluate import load_test_split, mask_views_of, view_masks
+from adatosk.io import write_bytes_atomic, write_json_atomic
+from adatosk.models.adatosk import AdaTosk
+from adatosk.models.checkpoint import load_model
+from adatosk.models.soft_mask import frame_difference
+from adatosk.predict import (EXIT_BAD_CHECKPOINT, EXIT_NO_FACE, EXIT_UNREADABLE, face_frames, plan_windows,
+                             window_clip)
+from adatosk.train.distributed import resolve_device
+
+ROWS = ("frames", "A (Eq. 10)", "M_cs (Eq. 11)", "M_ca (Eq. 7)", "M_s (Eq. 12)")
+MARGIN, LABEL_WIDTH, HEADER, FOOTER = 8, 124, 18, 34   # pixels
+FRAME_GAP, SLOT_GAP, ROW_GAP = 1, 6, 4                # between the frames of a slot, between slots, between rows
+MIN_CELL = 96                                          # a frame is drawn at least this large (a multiple of the grid)
+BORDER = 3                                             # width of the red frame around activated slots
+MASKED_GREY = 170                                      # hard-masked patches: the frame's luminance pulled to this grey
+ACTIVATED = (230, 30, 30)
+
+
+@dataclass
+class SoftMaskTrace:
+    """The classification branch of one clip, token by token. Token ``k`` of a slot is at spatial position
+    ``positions[k]`` (row-major over the patch grid); values are ``[T', N_v]``; None where the variant lacks it."""
+
+    positions: np.ndarray                  # [N_v] visible positions, ascending (the encoder's token order)
+    probs: np.ndarray                      # [K] class probabilities of this clip and mask
+    semantic: np.ndarray                   # A [T', N_v], Eq. 10
+    excluded: np.ndarray                   # [T', N_v] bool, E_t (all False without the CS mask)
+    m_ca: np.ndarray | None                # [T', N_v], Eq. 7
+    m_cs: np.ndarray | None                # [T', N_v], Eq. 11 (0 on excluded tokens)
+    m_s: np.ndarray | None                 # [T', N_v], Eq. 12 (0 on excluded tokens)
+    activated: np.ndarray | None           # [K_a] activated slots, largest frame difference first (Eq. 5)
+    frame_difference: np.ndarray | None    # [T' - 1] D between slots t and t + 1 (Eq. 4)
+
+
+@torch.inference_mode()
+def trace_soft_mask(model: nn.Module, clip: torch.Tensor, visible: torch.Tensor | None = None) -> SoftMaskTrace:
+    """Run ``model`` (an AdaTosk, put in eval mode) on ``clip`` (ImageNet-normalised ``[3, T, H, W]``) under the
+    tube mask ``visible`` (``[1, N]`` bool; default: the evaluation's seeded mask of clip 0, view 0) and collect the
+    soft-mask intermediates."""
+    if not isinstance(model, AdaTosk):
+        raise TypeError(f"explain needs an AdaTosk model (family adatosk), got {type(model).__name__}, which has "
+                        f"no soft mask")
+    model.eval()
+    device = next(model.parameters()).device
+    if visible is None:
+        visible = view_masks(model, torch.tensor([0]), 0, 0, device)
+    if visible is None:  # eval_mask_ratio = 0: every token
+        visible = torch.ones(1, model.num_patches, dtype=torch.bool, device=device)
+    visible = visible.to(device)
+    tokens = model.forward_features(clip.unsqueeze(0).to(device), visible)  # [1, T' * N_v, C]
+    probs = model.forward_head(tokens).float().softmax(dim=-1)[0]
+    z = tokens.view(1, model.num_slots, -1, tokens.shape[-1])  # [1, T', N_v, C]
+
+    captured: dict[str, tuple[tuple, Any]] = {}
+    hooks = [module.register_forward_hook(lambda _, args, out, name=name: captured.__setitem__(name, (args, out)))
+             for name, module in (("ca", model.ca), ("cs", model.cs)) if module is not None]
+    try:
+        m_s, excluded = model.temporal_soft_mask(z)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    def numpy(x: torch.Tensor | None) -> np.ndarray | None:
+        return None if x is None else x[0].float().cpu().numpy()
+
+    semantic = (z.float().abs() * model.head.channel_weights().float()).sum(-1)  # A [1, T', N_v], Eq. 10
+    activated = difference = None
+    if "ca" in captured:
+        (z_ca, class_probs), _ = captured["ca"]
+        activated = numpy(model.ca.activated_slots(z_ca, class_probs))
+        difference = numpy(frame_difference(z_ca, model.ca.diff, class_probs))
+    excluded = torch.zeros_like(semantic, dtype=torch.bool) if excluded is None else excluded
+    return SoftMaskTrace(
+        positions=visible[0].nonzero()[:, 0].cpu().numpy(), probs=probs.cpu().numpy(), semantic=numpy(semantic),
+        excluded=numpy(excluded).astype(bool), m_ca=numpy(captured["ca"][1]) if "ca" in captured else None,
+        m_cs=numpy(captured["cs"][1][0]) if "cs" in captured else None, m_s=numpy(m_s),
+        activated=None if activated is None else activated.astype(np.int64), frame_difference=difference,
+    )
+
+
+@dataclass(frozen=True)
+class FigureLayout:
+    """Pixel geometry of the figure: ``len(ROWS)`` rows of ``num_frames`` square cells of side ``cell``."""
+
+    num_frames: int
+    tubelet_size: int
+    grid: int           # patches per side of a frame
+    cell: int           # side of a cell, a multiple of grid
+
+    @classmethod
+    def create(cls, num_frames: int, tubelet_size: int, grid: int, min_cell: int = MIN_CELL) -> FigureLayout:
+        return cls(num_frames, tubelet_size, grid, grid * math.ceil(min_cell / grid))
+
+    @property
+    def num_slots(self) -> int:
+        return self.num_frames // self.tubelet_size
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the image in pixels."""
+        width = (2 * MARGIN + LABEL_WIDTH + self.num_frames * self.cell
+                 + (self.num_frames - self.num_slots) * FRAME_GAP + (self.num_slots - 1) * SLOT_GAP)
+        height = 2 * MARGIN + HEADER + len(ROWS) * self.cell + (len(ROWS) - 1) * ROW_GAP + FOOTER
+        return width, height
+
+    def cell_box(self, row: int, frame: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1), end exclusive, of the cell of ``frame`` in ``row``."""
+        slot = frame // self.tubelet_size
+        x0 = MARGIN + LABEL_WIDTH + frame * self.cell + (frame - slot) * FRAME_GAP + slot * SLOT_GAP
+        y0 = MARGIN + HEADER + row * (self.cell + ROW_GAP)
+        return x0, y0, x0 + self.cell, y0 + self.cell
+
+
+def unnormalize(clip: torch.Tensor) -> np.ndarray:
+    """ImageNet-normalised ``[3, T, H, W]`` -> uint8 RGB ``[T, H, W, 3]``."""
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None, None]
+    std = torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None, None]
+    pixels = (clip.detach().float().cpu() * std + mean).clamp(0, 1) * 255
+    return pixels.round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
+def token_grid(values: np.ndarray, positions: np.ndarray, grid: int) -> np.ndarray:
+    """Token values ``[..., N_v]`` -> ``[..., grid, grid]`` patch maps, NaN on the hard-masked positions."""
+    full = np.full(values.shape[:-1] + (grid * grid,), np.nan)
+    full[..., positions] = values
+    return full.reshape(values.shape[:-1] + (grid, grid))
+
+
+def _colour(values: np.ndarray, low: float, high: float, cmap: str) -> np.ndarray:
+    """``values`` -> float RGB in [0, 1] through a matplotlib colormap over ``[low, high]``."""
+    scaled = np.clip((values - low) / (high - low), 0, 1) if high - low > 1e-6 else np.full(values.shape, 0.5)
+    return colormaps[cmap](np.nan_to_num(scaled))[..., :3]
+
+
+def _greyed(frame: np.ndarray) -> np.ndarray:
+    """A hard-masked patch: the frame's luminance pulled towards MASKED_GREY (R = G = B), float [0, 1]."""
+    luminance = frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255
+    return np.repeat((0.4 * luminance + 0.6 * MASKED_GREY / 255)[..., None], 3, axis=-1)
+
+
+def render_cell(frame: np.ndarray, patch_map: np.ndarray, excluded: np.ndarray | None, low: float, high: float,
+                *, cmap: str = "viridis", alpha: float = 0.75) -> np.ndarray:
+    """One cell, uint8 ``[S, S, 3]`` for a frame ``[S, S, 3]`` (S a multiple of the grid): the patch values
+    ``[grid, grid]`` coloured over the frame at opacity ``alpha``, hard-masked patches (NaN) greyed and ``excluded``
+    patches (``[grid, grid]`` bool) black."""
+    scale = frame.shape[0] // patch_map.shape[0]
+    upsample = lambda a: a.repeat(scale, axis=0).repeat(scale, axis=1)  # noqa: E731  # [grid, grid] -> [S, S]
+    base = frame.astype(np.float64) / 255
+    out = alpha * _colour(upsample(patch_map), low, high, cmap) + (1 - alpha) * base
+    out = np.where(upsample(np.isnan(patch_map))[..., None], _greyed(frame), out)
+    if excluded is not None:
+        out[upsample(excluded)] = 0.0
+    return (out * 255).round().astype(np.uint8)
+
+
+def _range(values: np.ndarray | None, valid: np.ndarray) -> tuple[float, float]:
+    if values is None or not valid.any():
+        return 0.0, 1.0
+    return float(values[valid].min()), float(values[valid].max())
+
+
+def render(frames: np.ndarray, trace: SoftMaskTrace, layout: FigureLayout, *, frame_labels: list[str],
+           footer: list[str]) -> np.ndarray:
+    """The figure, uint8 RGB ``[height, width, 3]``: frames ``[T, H, W, 3]`` uint8 and the trace of their clip."""
+    width, height = layout.size
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    cells = np.stack([cv2.resize(f, (layout.cell, layout.cell), interpolation=cv2.INTER_LINEAR) for f in frames])
+    kept = ~trace.excluded
+    everywhere = np.ones_like(kept)
+    # (values, valid tokens for the colour range, tokens drawn black, colormap, alpha)
+    rows = [(None, everywhere, None, "", 0.0),  # the frames
+            (trace.semantic, everywhere, None, "jet", 0.5),
+            (trace.m_cs, kept, trace.excluded, "viridis", 0.75),
+            (trace.m_ca, everywhere, None, "viridis", 0.75),
+            (trace.m_s, kept, trace.excluded, "viridis", 0.75)]
+    labels = []
+    for r, (values, valid, black, cmap, alpha) in enumerate(rows):
+        low, high = _range(values, valid)
+        labels.append("" if r == 0 else "not in this variant" if values is None else f"[{low:.3g}, {high:.3g}]")
+        maps = None if values is None else token_grid(values, trace.positions, layout.grid)  # [T', g, g]
+        blacks = None if black is None else token_grid(black.astype(float), trace.positions, layout.grid) == 1
+        for f in range(layout.num_frames):
+            s = f // layout.tubelet_size
+            if r == 0:
+                pixels = cells[f]
+            elif maps is None:  # not in this variant
+                pixels = (_greyed(cells[f]) * 255).round().astype(np.uint8)
+            else:
+                pixels = render_cell(cells[f], maps[s], None if blacks is None else blacks[s], low, high, cmap=cmap,
+                                     alpha=alpha)
+            x0, y0, x1, y1 = layout.cell_box(r, f)
+            canvas[y0:y1, x0:x1] = pixels
+
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    for r, name in enumerate(ROWS):
+        _, y0, _, _ = layout.cell_box(r, 0)
+        draw.text((MARGIN, y0 + layout.cell // 2 - 12), name, fill=(0, 0, 0), font=font)
+        draw.text((MARGIN, y0 + layout.cell // 2 + 2), labels[r], fill=(90, 90, 90), font=font)
+    for f, text in enumerate(frame_labels):
+        x0, y0, x1, _ = layout.cell_box(0, f)
+        draw.text(((x0 + x1) // 2, y0 - 3), text, fill=(0, 0, 0), font=font, anchor="mb")
+    for rank, slot in enumerate([] if trace.activated is None else trace.activated.tolist()):
+        x0, y0, _, _ = layout.cell_box(3, slot * layout.tubelet_size)
+        _, _, x1, y1 = layout.cell_box(3, (slot + 1) * layout.tubelet_size - 1)
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=ACTIVATED, width=BORDER)
+        tag = (x0 + BORDER + 2, y0 + BORDER + 2)
+        draw.rectangle(draw.textbbox(tag, f"#{rank + 1}", font=font), fill=(255, 255, 255))
+        draw.text(tag, f"#{rank + 1}", fill=ACTIVATED, font=font)
+    _, _, _, bottom = layout.cell_box(len(ROWS) - 1, 0)
+    for i, line in enumerate(footer):
+        draw.text((MARGIN, bottom + 6 + 14 * i), line, fill=(0, 0, 0), font=font)
+    return np.asarray(image)
+
+
+def summarise(trace: SoftMaskTrace, class_names: list[str], tubelet_size: int, grid: int) -> dict[str, Any]:
+    """The JSON next to the figure: prediction, CA scores and activated slots, exclusions, every token's values."""
+    pred = int(trace.probs.argmax())
+    slots = trace.semantic.shape[0]
+
+    def rounded(x: np.ndarray | None) -> list | None:
+        return None if x is None else np.round(x.astype(np.float64), 5).tolist()
+
+    return {
+        "predicted_class": class_names[pred], "predicted_index": pred,
+        "probabilities": {name: round(float(p), 6) for name, p in zip(class_names, trace.probs)},
+        "num_slots": slots, "tubelet_size": tubelet_size, "grid": [grid, grid],
+        "visible_positions": trace.positions.tolist(),
+        "activated_slots": [] if trace.activated is None else trace.activated.tolist(),
+        "activated_frames": [] if trace.activated is None else
+        [[int(a) * tubelet_size + i for i in range(tubelet_size)] for a in trace.activated],
+        # ca_scores[t]: frame difference D between slot t - 1 and slot t (Eq. 4); slot 0 has none
+        "ca_scores": None if trace.frame_difference is None else [None] + rounded(trace.frame_difference),
+        "ca_mask_mean_per_slot": None if trace.m_ca is None else rounded(trace.m_ca.mean(axis=1)),
+        "excluded_per_slot": trace.excluded.sum(axis=1).tolist(),
+        "excluded_positions": [trace.positions[row].tolist() for row in trace.excluded],
+        "tokens": {"A": rounded(trace.semantic), "M_cs": rounded(trace.m_cs), "M_ca": rounded(trace.m_ca),
+                   "M_s": rounded(trace.m_s)},
+    }
+
+
+@dataclass
+class Explanation:
+    image: np.ndarray           # [height, width, 3] uint8 RGB, the figure
+    layout: FigureLayout
+    trace: SoftMaskTrace
+    summary: dict[str, Any]     # JSON-ready
+
+
+def explain_clip(model: nn.Module, clip: torch.Tensor, *, visible: torch.Tensor | None = None,
+                 class_names: list[str] | None = None, frame_labels: list[str] | None = None,
+                 min_cell: int = MIN_CELL) -> Explanation:
+    """Fig. 3 for one already loaded clip (ImageNet-normalised ``[3, T, H, W]``, as the loader yields a view)."""
+    trace = trace_soft_mask(model, clip, visible)
+    patch = model.encoder.patch_embed
+    grid = patch.img_size // patch.patch_size
+    class_names = class_names or [str(k) for k in range(len(trace.probs))]
+    frame_labels = frame_labels or [f"t{f}" for f in range(clip.shape[1])]
+    layout = FigureLayout.create(clip.shape[1], patch.tubelet_size, grid, min_cell)
+    summary = summarise(trace, class_names, patch.tubelet_size, grid)
+    footer = [f"prediction: {summary['predicted_class']} ({trace.probs.max():.2f})   activated slots (Eq. 5): "
+              f"{summary['activated_slots'] or '-'}   excluded tokens per slot: {summary['excluded_per_slot']}",
+              "grey: hidden by the tube mask   black: excluded (E_t)   red: activated slot, #rank by frame "
+              "difference   colour: low -> high over the row's range"]
+    image = render(unnormalize(clip), trace, layout, frame_labels=frame_labels, footer=footer)
+    return Explanation(image, layout, trace, dict(summary, image_size=list(layout.size)))
+
+
+def write_explanation(explanation: Explanation, out_dir: Path, stem: str, extra: dict[str, Any]) -> Path:
+    """``out_dir/stem.png`` and ``out_dir/stem.json`` (atomic); returns the PNG's path."""
+    buffer = io.BytesIO()
+    Image.fromarray(explanation.image).save(buffer, format="PNG")
+    png = out_dir / f"{stem}.png"
+    write_bytes_atomic(png, buffer.getvalue())
+    write_json_atomic(out_dir / f"{stem}.json", dict(extra, image=png.name, **explanation.summary))
+    return png
+
+
+# --- the `adatosk explain` command ----------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("video", nargs="?", metavar="VIDEO", help="a video file (or use --manifest-clip)")
+    parser.add_argument("--checkpoint", default=None, metavar="DIR",
+                        help="a save_model directory (required with VIDEO; from the manifest default "
+                             "run_dir/checkpoint/last)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="where to write STEM.png and STEM.json")
+    parser.add_argument("--window", type=int, default=0, metavar="K",
+                        help="VIDEO: the K-th sliding window of `adatosk predict`; --manifest-clip: the K-th test view")
+    parser.add_argument("--manifest-clip", action="append", default=[], metavar="CLIP_ID",
+                        help="a clip of the test split of data.fold (repeatable); reads the run config")
+    parser.add_argument("--per-class", type=int, default=0, metavar="N",
+                        help="also the first N test clips of every class (as --manifest-clip)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--stride-frames", type=int, default=4, metavar="S", help="VIDEO: as `adatosk predict`")
+    parser.add_argument("--hop-frames", type=int, default=None, metavar="H", help="VIDEO: as `adatosk predict`")
+    parser.add_argument("--mask-seed", type=int, default=0, help="VIDEO: seed of the tube mask (as predict)")
+    add_config_arguments(parser)
+
+
+def explain_video(model: nn.Module, meta: dict, video: str, window: int, out_dir: Path, *, stride: int = 4,
+                  hop: int | None = None, mask_seed: int = 0) -> Path:
+    """Window ``window`` of ``adatosk predict``'s windows of ``video``, under its first mask view."""
+    frames, _ = face_frames(video, int(meta["model_cfg"]["img_size"]))
+    windows = plan_windows(len(frames), num_frames=int(meta["model_cfg"]["num_frames"]), stride=stride, hop=hop)
+    if not 0 <= window < len(windows):
+        raise IndexError(f"{video} has {len(windows)} windows (0..{len(windows) - 1}), --window {window} is not one")
+    chosen = windows[window]
+    device = next(model.parameters()).device
+    explanation = explain_clip(model, window_clip(frames, chosen), class_names=list(meta["class_names"]),
+                               visible=view_masks(model, torch.tensor([window]), 0, mask_seed, device),
+                               frame_labels=[f"f{i}" for i in chosen.frames])
+    extra = {"source": str(video), "window": window, "frames": chosen.frames.tolist(),
+             "start_frame": chosen.start_frame, "end_frame": chosen.end_frame}
+    return write_explanation(explanation, out_dir, f"{Path(video).stem}_w{window}", _with_model(extra, meta))
+
+
+def explain_manifest_clips(cfg: Any, model: nn.Module, meta: dict, clip_ids: list[str], per_class: int, view: int,
+                           out_dir: Path) -> list[Path]:
+    """Test view ``view`` of each clip as ``adatosk evaluate`` sees it (its first mask view): the clips
+    ``clip_ids`` and the first ``per_class`` test clips of every class."""
+    dataset = load_test_split(cfg)
+    device = next(model.parameters()).device
+    unknown = [c for c in clip_ids if c not in dataset.clip_ids]
+    if unknown:
+        raise KeyError(f"clips {unknown} are not in the test split of fold {cfg.data.fold} of {cfg.data.name}")
+    indices = [dataset.clip_ids.index(c) for c in clip_ids]
+    for label in range(dataset.num_classes):
+        indices += [i for i, y in enumerate(dataset.labels) if y == label and i not in indices][:per_class]
+    written = []
+    for index in indices:
+        clip_id = dataset.clip_ids[index]
+        videos = dataset[index]["video"]  # [V, 3, T, S, S]
+        if not 0 <= view < len(videos):
+            raise IndexError(f"clip {clip_id} has {len(videos)} test views, --window {view} is not one")
+        visible = view_masks(model, torch.tensor([index]), view * mask_views_of(model, cfg.evaluate.mask_views),
+                             cfg.evaluate.mask_seed, device)
+        explanation = explain_clip(model, videos[view], visible=visible, class_names=list(meta["class_names"]))
+        extra = {"source": clip_id, "data": cfg.data.name, "fold": int(cfg.data.fold), "view": view,
+                 "label": dataset.labels[index], "label_name": meta["class_names"][dataset.labels[index]]}
+        written.append(write_explanation(explanation, out_dir, f"{clip_id}_v{view}", _with_model(extra, meta)))
+    return written
+
+
+def _with_model(extra: dict[str, Any], meta: dict) -> dict[str, Any]:
+    return dict(extra, model=meta.get("model"), variant=meta["model_cfg"].get("variant"))
+
+
+def main(args: argparse.Namespace) -> int:
+    def fail(message: str, code: int = EXIT_BAD_CHECKPOINT) -> int:
+        print(f"adatosk explain: {message}", file=sys.stderr)
+        return code
+
+    overrides = list(args.overrides)
+    from_manifest = bool(args.manifest_clip) or args.per_class > 0
+    if from_manifest:  # argparse hands the first override to the optional VIDEO positional
+        overrides = ([args.video] if args.video else []) + overrides
+    elif not args.video:
+        return fail("give a VIDEO, --manifest-clip CLIP_ID or --per-class N")
+    elif overrides or args.config:
+        return fail("config overrides and --config go with --manifest-clip / --per-class only")
+    elif not args.checkpoint:
+        return fail("--checkpoint is required with a VIDEO")
+
+    cfg = None
+    checkpoint = args.checkpoint
+    if from_manifest:
+        cfg = load_config(overrides, args.config)
+        checkpoint = checkpoint or str(Path(cfg.run_dir) / "checkpoint" / "last")
+    device = resolve_device(args.device if cfg is None or args.device != "auto" else cfg.device)
+    try:
+        model, meta = load_model(checkpoint, device=device)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        return fail(f"cannot load checkpoint {checkpoint}: {error}")
+    if not isinstance(model, AdaTosk):
+        return fail(f"{checkpoint} holds a {meta.get('model')} model, which has no soft mask; explain needs an "
+                    f"AdaTosk model (model.family=adatosk)")
+    out_dir = Path(args.out)
+    try:
+        if cfg is not None:
+            written = explain_manifest_clips(cfg, model, meta, args.manifest_clip, args.per_class, args.window,
+                                             out_dir)
+        else:
+            written = [explain_video(model, meta, args.video, args.window, out_dir, stride=args.stride_frames,
+                                     hop=args.hop_frames, mask_seed=args.mask_seed)]
+    except NoFaceError as error:
+        return fail(f"{args.video}: no face found ({error})", EXIT_NO_FACE)
+    except (VideoDecodeError, CorruptClipError, ClipReadError, FileNotFoundError, IsADirectoryError) as error:
+        # the errors name their files; ClipReadError (a manifest clip) names the clip too
+        return fail(f"{args.video}: cannot read the video ({error})" if cfg is None else str(error), EXIT_UNREADABLE)
+    except (KeyError, IndexError, ValueError) as error:
+        return fail(str(error).strip("'\""))
+    for png in written:
+        print(f"wrote {png} and {png.with_suffix('.json')}")
+    return 0

@@ -1,0 +1,479 @@
+"""Parameters and fvcore FLOPs per clip of the registered models (the ``flops`` command; Table 1 and 2 columns).
+
+Conventions (the DFER papers' and fvcore's): one fused multiply-add is one FLOP; counts are per clip (the traced
+batch divided by its size), for
+
+* one inference view: eval mode, the tube mask drawn at the model's ``eval_mask_ratio``, logits out;
+* one training step forward: train mode with a target (AdaTosk: encoder + decoder + soft mask + both losses).
+
+fvcore 0.1.5 has no handle for ``aten::scaled_dot_product_attention``; :func:`sdpa_flop_jit` counts it like the
+explicit ``q @ k^T`` and ``attn @ v`` matmuls it replaces. Every op that fvcore would skip is an error
+(:class:`UncountedOpError`) unless it is on the allow-list below: ops that are O(size of their operands) and that
+fvcore's convention leaves out (elementwise arithmetic, reductions, softmax) or that do no arithmetic at all
+(indexing, gathers, sorting, shapes). The work of the first group is tallied separately (``elementwise``: the
+sum of the sizes of their largest operands) so that a report can show how small the left-out part is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+import yaml
+from fvcore.nn import FlopCountAnalysis
+from fvcore.nn.jit_handles import bmm_flop_jit, get_shape
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from adatosk.models.masking import num_visible, tube_mask
+
+# The paper's Table 1 (#Params M, FLOPs G) and Table 2 (GFLOPs by hard mask ratio and r), quoted as printed.
+PAPER_TABLE1: dict[str, tuple[float, float]] = {
+    "videomae": (86, 82),
+    "mae_dfer": (85, 50),
+    "adatosk": (74, 44),
+    "adatosk_dagger": (72, 40),
+}
+PAPER_TABLE2: dict[tuple[float, int], float] = {
+    (0.25, 0): 136.15, (0.25, 2): 118.54, (0.25, 4): 99.75, (0.25, 6): 68.79,
+    (0.5, 0): 84.32, (0.5, 2): 72.24, (0.5, 4): 60.05, (0.5, 6): 42.13,
+    (0.7, 0): 57.73, (0.7, 2): 40.12,
+}
+MASK_RATIOS = (0.25, 0.5, 0.7)
+EXCLUSIONS = (0, 2, 4, 6)
+
+ARCHS: dict[str, tuple[str, int]] = {"base": ("vit_base_patch16_160", 160), "tiny": ("vit_tiny_patch16_128", 128)}
+# Named variants: the keys that define them, on top of the AdaTosk hyper-parameters of the config.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "videomae": {"family": "videomae"},
+    "adatosk": {"family": "adatosk", "soft_mask": "none"},
+    "adatosk_dagger": {"family": "adatosk", "soft_mask": "ca+cs"},
+}
+BASELINE = "videomae"
+_SHARED_KEYS = ("img_size", "num_frames", "tubelet_size", "drop_path_rate")  # the kwargs both families take
+_NOT_KWARGS = ("variant", "family", "arch", "pretrained")
+PATCH_SIZE = 16
+
+# --------------------------------------------------------------------------------------------------- op handles
+
+
+def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
+    """``aten::scaled_dot_product_attention(q [*, Lq, d], k [*, Lk, d], v [*, Lk, dv], ...)``.
+
+    MACs of ``q @ k^T`` (``* Lq Lk d``) plus ``softmax(.) @ v`` (``* Lq Lk dv``), as fvcore's matmul handle
+    would count the two explicit matmuls; the scaling, masking and softmax are elementwise.
+    """
+    q, k, v = (get_shape(value) for value in inputs[:3])
+    batch = math.prod(torch.broadcast_shapes(tuple(q[:-2]), tuple(k[:-2]), tuple(v[:-2])))
+    lq, d = q[-2:]
+    lk, dv = k[-2], v[-1]
+    return Counter({"scaled_dot_product_attention": batch * lq * lk * (d + dv)})
+
+
+def _operand_size(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
+    """The size of the largest operand or result: the work of an O(numel) op up to a small constant."""
+    shapes = [get_shape(value) for value in (*inputs, *outputs)]
+    return Counter({"elementwise": max((math.prod(s) for s in shapes if s is not None), default=1)})
+
+
+# Contractions fvcore 0.1.5 misses. baddbmm(bias, a, b) = bias + a @ b: the bmm MACs.
+_EXTRA_HANDLES: dict[str, Callable[[list[Any], list[Any]], Any]] = {
+    "aten::scaled_dot_product_attention": sdpa_flop_jit,
+    "aten::baddbmm": lambda inputs, outputs: bmm_flop_jit(inputs[1:3], outputs),
+}
+
+# O(numel) ops fvcore's convention does not count as FLOPs (it counts matmuls, convolutions and norm layers):
+# elementwise arithmetic and activations, reductions (sum/mean/var: one add per input value), softmax, the losses.
+# The size of their largest operand is tallied as ``elementwise``.
+ELEMENTWISE_OPS = frozenset(
+    f"aten::{name}" for name in (
+        "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "abs", "sign", "pow", "sqrt",
+        "rsqrt", "reciprocal", "square", "exp", "log", "log1p", "sigmoid", "sigmoid_", "tanh", "gelu", "silu",
+        "erf", "maximum", "minimum", "clamp_min", "clamp_max", "where", "lerp", "addcmul",
+        "sum", "mean", "var", "std", "amax", "amin", "min", "cumsum", "norm", "linalg_vector_norm",
+        "softmax", "log_softmax", "mse_loss", "cross_entropy_loss", "nll_loss", "scatter_add", "scatter_add_",
+        "cosine_similarity",
+    )
+)
+# Ops that do no arithmetic: indexing, gathers and scatters, sorting and top-k, comparisons and logic, random
+# draws, tensor creation, shapes and copies. (fvcore already ignores many more of this kind, e.g. gather, cat.)
+NO_ARITHMETIC_OPS = frozenset(
+    f"aten::{name}" for name in (
+        "index_select", "masked_select", "take_along_dim", "scatter", "scatter_", "masked_fill_", "index_put",
+        "topk", "sort", "argsort", "argmax", "argmin", "lt", "le", "ne", "logical_not", "logical_and",
+        "logical_or", "__or__", "any", "all", "rand", "randn", "rand_like", "randn_like", "bernoulli",
+        "bernoulli_", "uniform_", "normal_", "empty_like", "ones_like", "new_ones", "fill_", "zero_", "clone",
+        "repeat", "repeat_interleave", "expand_as", "view_as", "flip", "alias", "lift_fresh", "_unsafe_view",
+        "movedim", "unflatten", "broadcast_tensors", "one_hot", "detach_",
+    )
+)
+
+
+class UncountedOpError(RuntimeError):
+    """fvcore met an op it cannot count and that is not known to do no multiply-adds."""
+
+
+def _configured_analysis(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> FlopCountAnalysis:
+    analysis = FlopCountAnalysis(module, inputs)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    analysis.set_op_handle(**_EXTRA_HANDLES, **{op: _operand_size for op in ELEMENTWISE_OPS})
+    analysis.set_op_handle(**{op: None for op in NO_ARITHMETIC_OPS})
+    return analysis
+
+
+# ------------------------------------------------------------------------------------------------------ counting
+
+
+@dataclasses.dataclass
+class FlopCount:
+    """One traced forward, per clip."""
+
+    flops: int                    # multiply-adds per clip
+    elementwise: int              # sizes of the allow-listed O(numel) ops' largest operands per clip (not FLOPs)
+    by_module: dict[str, int]     # FLOPs per clip of each top-level submodule
+    by_operator: dict[str, int]   # FLOPs per clip of each counted op
+    used_parameters: set[str]     # names of the parameters the forward touched
+
+
+class _TracedCalls(TorchFunctionMode):
+    """Records the ids of every tensor passed to a torch function (finds the parameters a forward uses), and
+    passes a Python-bool ``scatter`` value as an int: the jit tracer has no schema for ``scatter(..., True)`` (an
+    internal assert in torch 2.x) and the result is the same."""
+
+    _SCATTERS = (torch.Tensor.scatter, torch.Tensor.scatter_, torch.scatter)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[int] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.ids.update(id(leaf) for leaf in pytree.tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor))
+        if func in self._SCATTERS and len(args) == 4 and isinstance(args[3], bool):
+            args = (*args[:3], int(args[3]))
+        return func(*args, **kwargs)
+
+
+class _TensorOutputs(nn.Module):
+    """The model's forward with tensor inputs and outputs only, so that the jit tracer can follow it."""
+
+    def __init__(self, model: nn.Module, target: torch.Tensor | None, visible: torch.Tensor | None) -> None:
+        super().__init__()
+        self.model = model
+        self.target = target
+        self.visible = visible
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        kwargs = {} if self.visible is None else {"visible": self.visible}
+        if self.target is None:
+            return self.model(x, **kwargs)
+        out = self.model(x, self.target, **kwargs)
+        return out.loss, out.logits
+
+
+def count_flops(module: nn.Module, inputs: tuple[torch.Tensor, ...], batch_size: int) -> FlopCount:
+    """Trace ``module(*inputs)`` with fvcore; raise :class:`UncountedOpError` if an op was skipped."""
+    analysis = _configured_analysis(module, inputs)
+    use = _TracedCalls()
+    with use, torch.no_grad():
+        by_module_op = analysis.by_module_and_operator()
+    unsupported = analysis.unsupported_ops()
+    if unsupported:
+        raise UncountedOpError(
+            f"fvcore cannot count {dict(unsupported)} in {type(module).__name__}: register a FLOP handle in "
+            "adatosk/flops.py (_EXTRA_HANDLES), or, if the op does no multiply-adds, allow-list it there"
+        )
+    totals = by_module_op[""]
+    prefix = "model." if isinstance(module, _TensorOutputs) else ""
+    top = {
+        name[len(prefix):]: sum(v for op, v in ops.items() if op != "elementwise")
+        for name, ops in by_module_op.items()
+        if name.startswith(prefix) and name and name.count(".") == prefix.count(".")
+    }
+    named = module.model if isinstance(module, _TensorOutputs) else module
+    return FlopCount(
+        flops=int(sum(v for op, v in totals.items() if op != "elementwise")) // batch_size,
+        elementwise=int(totals.get("elementwise", 0)) // batch_size,
+        by_module={name: int(v) // batch_size for name, v in top.items() if v},
+        by_operator={op: int(v) // batch_size for op, v in totals.items() if op != "elementwise"},
+        used_parameters={name for name, p in named.named_parameters() if id(p) in use.ids},
+    )
+
+
+def clip_inputs(model: nn.Module, batch_size: int, num_frames: int, img_size: int, *, train: bool,
+                seed: int = 0, device: str | torch.device = "cpu") -> dict[str, torch.Tensor | None]:
+    """Seeded inputs of one forward: ``x`` [B, 3, T, H, W], ``target`` [B] (train) and the tube mask at the
+    model's ``mask_ratio`` (train) or ``eval_mask_ratio``; ``None`` (all tokens) for a model that never masks."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, 3, num_frames, img_size, img_size, generator=generator).to(device)
+    target = torch.randint(model.num_classes, (batch_size,), generator=generator).to(device) if train else None
+    visible = None
+    if model.mask_ratio > 0 or model.eval_mask_ratio > 0:
+        ratio = model.mask_ratio if train else model.eval_mask_ratio
+        visible = tube_mask(batch_size, model.num_patches, ratio, generator=generator).to(device)
+    return {"x": x, "target": target, "visible": visible}
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    """A registered timm model and its constructor kwargs: one row of the tables."""
+
+    name: str
+    timm_name: str
+    kwargs: dict[str, Any]
+
+    def build(self, num_classes: int) -> nn.Module:
+        import timm
+
+        return timm.create_model(self.timm_name, num_classes=num_classes, **self.kwargs)
+
+    def clip_shape(self, model: nn.Module) -> tuple[int, int]:
+        """(frames, size) of the clips the built ``model`` takes: T' tubes of ``tubelet_size`` frames, N = (H/16)^2."""
+        return model.num_slots * int(self.kwargs.get("tubelet_size", 2)), math.isqrt(model.num_patches) * PATCH_SIZE
+
+
+def model_flops(model: nn.Module, num_frames: int, img_size: int) -> dict[str, Any]:
+    """Parameters and per-clip FLOPs of one inference view and one training step forward."""
+    was_training = model.training
+    model.eval()
+    inputs = clip_inputs(model, 1, num_frames, img_size, train=False)
+    infer = count_flops(_TensorOutputs(model, None, inputs["visible"]), (inputs["x"],), 1)
+    model.train()
+    # 2 clips: BatchNorm in train mode needs more than one value per channel.
+    inputs = clip_inputs(model, 2, num_frames, img_size, train=True)
+    train = count_flops(_TensorOutputs(model, inputs["target"], inputs["visible"]), (inputs["x"],), 2)
+    model.train(was_training)
+    params = dict(model.named_parameters())
+    return {
+        "params_inference": sum(params[n].numel() for n in infer.used_parameters),
+        "params_train": sum(p.numel() for p in params.values()),
+        "flops_inference": infer.flops,
+        "flops_train": train.flops,
+        "elementwise_inference": infer.elementwise,
+        "elementwise_train": train.elementwise,
+        "flops_inference_by_module": infer.by_module,
+        "flops_train_by_module": train.by_module,
+        "flops_inference_by_operator": infer.by_operator,
+        "params_unused_at_inference": sorted({n.split(".")[0] for n in params} - {
+            n.split(".")[0] for n in infer.used_parameters}),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ variants
+
+
+def adatosk_hyper(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The AdaTosk kwargs (mask ratios, soft-mask switches, ...) of a config's model; the group defaults if the
+    config's model is not an AdaTosk one."""
+    if model_cfg.get("family") != "adatosk":
+        from adatosk.config import load_config, to_container
+
+        model_cfg = to_container(load_config(["model=adatosk_dagger"]).model)
+    return {k: v for k, v in model_cfg.items() if k not in _NOT_KWARGS + _SHARED_KEYS}
+
+
+def grid_name(mask_ratio: float, r: int) -> str:
+    return f"adatosk_dagger_m{round(mask_ratio * 100)}_r{r}"
+
+
+def table2_grid(num_frames: int, img_size: int, tubelet_size: int = 2) -> list[tuple[float, int]]:
+    """The (mask ratio, r) cells of Table 2 where the exclusion never runs out of visible positions: the set grows by
+    r at each of the T'-1 transitions and at least one of the N_v positions must stay."""
+    slots, positions = num_frames // tubelet_size, (img_size // PATCH_SIZE) ** 2
+    cells = []
+    for ratio in MASK_RATIOS:
+        cells += [(ratio, r) for r in EXCLUSIONS if r * (slots - 1) <= num_visible(positions, ratio) - 1]
+    return cells
+
+
+def resolve_variant(name: str, model_cfg: dict[str, Any], arch: str, num_frames: int, img_size: int) -> ModelSpec:
+    """A named variant (``videomae``, ``adatosk``, ``adatosk_dagger``, ``adatosk_dagger_m<ratio%>_r<r>`` or
+    ``config``: the config's model unchanged) at the given arch and input size."""
+    if name == "config":
+        kwargs = {k: v for k, v in model_cfg.items() if k not in _NOT_KWARGS}
+        return ModelSpec(model_cfg.get("variant", "config"), f"{model_cfg['family']}_{model_cfg['arch']}", kwargs)
+    shared = {k: model_cfg[k] for k in _SHARED_KEYS if k in model_cfg}
+    shared.update(img_size=img_size, num_frames=num_frames)
+    grid = {grid_name(m, r): (m, r) for m in MASK_RATIOS for r in EXCLUSIONS}
+    if name in grid:
+        ratio, r = grid[name]
+        defining = {**VARIANTS["adatosk_dagger"], "mask_ratio": ratio, "eval_mask_ratio": ratio, "r": r}
+    elif name in VARIANTS:
+        defining = VARIANTS[name]
+    else:
+        raise ValueError(f"unknown variant {name!r}: choose from {sorted(VARIANTS)}, config or {sorted(grid)}")
+    family = defining["family"]
+    kwargs = {**shared, **(adatosk_hyper(model_cfg) if family == "adatosk" else {})}
+    kwargs.update({k: v for k, v in defining.items() if k != "family"})
+    return ModelSpec(name, f"{family}_{ARCHS[arch][0]}", kwargs)
+
+
+def expand_variants(names: Sequence[str], num_frames: int, img_size: int, tubelet_size: int) -> list[str]:
+    """``table2`` stands for the valid grid cells; the baseline always comes first."""
+    out = [BASELINE]
+    for name in names:
+        expanded = [grid_name(*cell) for cell in table2_grid(num_frames, img_size, tubelet_size)] \
+            if name == "table2" else [name]
+        out += [n for n in expanded if n not in out]
+    return out
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``["mask_ratio=0.5", "r=0"]`` -> ``{"mask_ratio": 0.5, "r": 0}`` (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def exclusion_note(spec: ModelSpec, row: dict[str, Any], num_classes: int) -> dict[str, Any] | None:
+    """For an AdaTosk row with r > 0: the same model with r = 0, and which modules' counts change."""
+    if not spec.kwargs.get("r") or "cs" not in spec.kwargs.get("soft_mask", "ca+cs"):
+        return None
+    model = dataclasses.replace(spec, kwargs={**spec.kwargs, "r": 0}).build(num_classes)
+    ref = model_flops(model, *spec.clip_shape(model))
+    ours, theirs = row["flops_inference_by_module"], ref["flops_inference_by_module"]
+    changed = sorted(name for name in set(ours) | set(theirs) if ours.get(name) != theirs.get(name))
+    return {
+        "r": spec.kwargs["r"],
+        "gflops_inference_r0": ref["flops_inference"] / 1e9,
+        "gflops_inference": row["flops_inference"] / 1e9,
+        "modules_whose_count_changes": changed,
+        "text": (
+            f"{spec.name}: r={spec.kwargs['r']} counts {row['flops_inference'] / 1e9:.3f} GFLOPs per view, r=0 "
+            f"{ref['flops_inference'] / 1e9:.3f}; modules whose count changes: {', '.join(changed) or 'none'}. The "
+            "exclusion acts after the encoder (method.md, Eq. 12); the paper's Table 2 claims 12-18% less at 70%."
+        ),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from adatosk.cli import add_config_arguments
+
+    parser.add_argument("--variants", nargs="+", default=None, metavar="NAME",
+                        help="named variants: videomae adatosk adatosk_dagger config table2 "
+                             "adatosk_dagger_m<ratio%%>_r<r> (default: videomae adatosk adatosk_dagger)")
+    parser.add_argument("--models", nargs="+", default=[], metavar="TIMM_NAME",
+                        help="registered timm names, built with the --set kwargs")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="assignments",
+                        help="constructor kwargs for the --models rows, e.g. --set mask_ratio=0.5 r=0")
+    add_input_arguments(parser)
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="JSON output (default: <output_root>/efficiency/flops.json)")
+    add_config_arguments(parser)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model-size options shared by ``flops`` and ``bench``."""
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="base", help="ViT-B/16 (default) or the demo tiny")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--size", type=int, default=None, help="frame size (default: the arch's, 160 for base)")
+    parser.add_argument("--num-classes", type=int, default=None, help="default: the config's data.num_classes")
+
+
+def specs_from_args(args: argparse.Namespace, cfg: Any, default_variants: Sequence[str]) -> list[ModelSpec]:
+    """The rows a ``flops``/``bench`` invocation asks for."""
+    from adatosk.config import to_container
+
+    model_cfg = to_container(cfg.model)
+    size = args.size or ARCHS[args.arch][1]
+    names = expand_variants(args.variants or default_variants, args.frames, size, model_cfg.get("tubelet_size", 2))
+    specs = [resolve_variant(n, model_cfg, args.arch, args.frames, size) for n in names]
+    kwargs = parse_assignments(getattr(args, "assignments", []))
+    specs += [ModelSpec(name, name, dict(kwargs)) for name in getattr(args, "models", [])]
+    return specs
+
+
+def flops_rows(specs: Sequence[ModelSpec], num_classes: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows, notes = [], []
+    for spec in specs:
+        model = spec.build(num_classes)
+        frames, size = spec.clip_shape(model)
+        row = {"name": spec.name, "timm_name": spec.timm_name, "kwargs": spec.kwargs, "frames": frames,
+               "size": size, **model_flops(model, frames, size)}
+        row.update(
+            params_inference_m=row["params_inference"] / 1e6,
+            params_train_m=row["params_train"] / 1e6,
+            gflops_inference=row["flops_inference"] / 1e9,
+            gflops_train=row["flops_train"] / 1e9,
+            paper_table1=PAPER_TABLE1.get(spec.name),
+            paper_table2_gflops=_paper_table2(spec),
+        )
+        rows.append(row)
+        note = exclusion_note(spec, row, num_classes)
+        if note is not None:
+            notes.append(note)
+    return rows, notes
+
+
+def _paper_table2(spec: ModelSpec) -> float | None:
+    if spec.kwargs.get("soft_mask") != "ca+cs" or "r" not in spec.kwargs:
+        return None
+    return PAPER_TABLE2.get((spec.kwargs.get("mask_ratio"), spec.kwargs["r"]))
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], footer: str = "") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=footer or None, caption_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main(args: argparse.Namespace) -> int:
+    from adatosk.config import load_config
+    from adatosk.io import write_json_atomic
+
+    cfg = load_config(args.overrides, args.config)
+    specs = specs_from_args(args, cfg, default_variants=list(VARIANTS))
+    num_classes = args.num_classes or int(cfg.data.num_classes)
+    rows, notes = flops_rows(specs, num_classes)
+    quoted = {k: v for k, v in PAPER_TABLE1.items() if k not in {r["name"] for r in rows}}
+    table = [
+        [r["name"], _fmt(r["params_inference_m"]), _fmt(r["params_train_m"]), _fmt(r["gflops_inference"], 2),
+         _fmt(r["gflops_train"], 2), *(_fmt(v, 0) for v in (r["paper_table1"] or (None, None))),
+         _fmt(r["paper_table2_gflops"], 2)]
+        for r in rows
+    ] + [[f"{name} (paper only)", "-", "-", "-", "-", _fmt(p, 0), _fmt(g, 0), "-"] for name, (p, g) in
+         quoted.items()]
+    frames, size = rows[0]["frames"], rows[0]["size"]
+    print_table(
+        f"Parameters and FLOPs per clip ({frames}x{size}x{size}; 1 multiply-add = 1 FLOP; fvcore + sdpa handle)",
+        ["model", "params infer (M)", "params train (M)", "GFLOPs/view", "GFLOPs/train fwd",
+         "paper ViT-B params (M) (quoted)", "paper ViT-B GFLOPs (quoted)", "paper Table 2 GFLOPs (quoted)"],
+        table,
+        footer="\n".join(n["text"] for n in notes),
+    )
+    out = Path(args.out) if args.out else Path(cfg.output_root) / "efficiency" / "flops.json"
+    write_json_atomic(out, {
+        "convention": "fvcore; one fused multiply-add = one FLOP; per clip; inference = one view in eval mode with "
+                      "the tube mask at eval_mask_ratio; train = one training step forward (train mode, with "
+                      "target); elementwise = summed largest-operand sizes of the O(numel) ops fvcore leaves out",
+        "rows": rows,
+        "exclusion_notes": notes,
+        "paper_table1_quoted": {k: {"params_m": p, "gflops": g} for k, (p, g) in PAPER_TABLE1.items()},
+        "paper_table2_quoted": [{"mask_ratio": m, "r": r, "gflops": g} for (m, r), g in PAPER_TABLE2.items()],
+    })
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,65 @@
+"""One run of the experiment grid, picked out of a composed config (``params.yaml``).
+
+``params.yaml`` holds one ``data`` and one ``model`` (the single run that ``dvc exp run -S model=...`` switches)
+and, for the pipeline, every dataset and model variant of the grid as full configs: ``datasets.<name>`` and
+``variants.<name>`` (params/experiment/variants.yaml, demo.yaml, paper.yaml). A pipeline stage names its run with
+dotted overrides, e.g. ``adatosk train --config params.yaml select.dataset=dfew select.fold=2
+select.variant=adatosk``, and :func:`select_run` turns the config into that run's config: ``data`` and
+``model`` replaced, ``data.fold`` set and ``run_dir`` rebuilt. A stage's DVC params are then exactly the keys its
+run reads (``datasets.dfew``, ``variants.adatosk``, ``train``, ...), so changing one variant reruns only its stages.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from omegaconf import DictConfig, open_dict
+
+# The run directory of a (dataset, variant, fold); params/config.yaml's `run_dir` interpolates the same pattern
+# (tests/test_pipeline_dag.py checks that the two agree).
+RUN_DIR = "{output_root}/{dataset}/{variant}/fold{fold}"
+
+
+def run_dir(output_root: str, dataset: str, variant: str, fold: int) -> str:
+    return RUN_DIR.format(output_root=output_root, dataset=dataset, variant=variant, fold=fold)
+
+
+def select_run(cfg: DictConfig, where: str = "the config") -> DictConfig:
+    """Apply ``cfg.select`` (dataset, fold, variant; null keys change nothing) in place and return ``cfg``."""
+    select = cfg.get("select") or {}
+    dataset, fold, variant = (select.get(k) for k in ("dataset", "fold", "variant"))
+    if dataset is None and fold is None and variant is None:
+        return cfg
+    with open_dict(cfg):
+        if dataset is not None:
+            cfg.data = copy.deepcopy(_entry(cfg, "datasets", dataset, where))
+            _check_name(cfg.data, "name", "datasets", dataset, where)
+        if fold is not None:
+            folds = list(cfg.data.get("folds") or [])
+            if int(fold) not in folds:
+                raise ValueError(f"{where}: select.fold={fold} is not a fold of dataset {cfg.data.name!r} "
+                                 f"(data.folds = {folds})")
+            cfg.data.fold = int(fold)
+        if variant is not None:
+            cfg.model = copy.deepcopy(_entry(cfg, "variants", variant, where))
+            _check_name(cfg.model, "variant", "variants", variant, where)
+        for key in ("img_size", "num_frames"):
+            if cfg.data.get(key) != cfg.model.get(key):
+                raise ValueError(f"{where}: data.{key}={cfg.data.get(key)} differs from model.{key}="
+                                 f"{cfg.model.get(key)} of the selected run: the clip cache is made for one size")
+        cfg.run_dir = run_dir(cfg.output_root, cfg.data.name, cfg.model.variant, cfg.data.fold)
+    return cfg
+
+
+def _entry(cfg: DictConfig, group: str, name: str, where: str) -> DictConfig:
+    entries = cfg.get(group) or {}
+    if name not in entries:
+        raise KeyError(f"{where}: select names {group}.{name}, but {group} has only {sorted(entries)} "
+                       f"(they come from params/experiment/*.yaml)")
+    return entries[name]
+
+
+def _check_name(node: DictConfig, key: str, group: str, name: str, where: str) -> None:
+    if node.get(key) != name:
+        raise ValueError(f"{where}: {group}.{name}.{key} is {node.get(key)!r}; it must be {name!r} (the run directory "
+                         "and the tables use the entry's name)")

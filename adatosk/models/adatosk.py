@@ -1,0 +1,170 @@
+"""AdaTosk (method.md, Eq. 1-13): one encoder on the visible tokens of a tube mask, feeding a reconstruction branch
+(training only) and a classification branch that pools the tokens under the adaptive temporal soft mask."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adatosk.models.decoder import ReconstructionDecoder, masked_targets, reconstruction_loss
+from adatosk.models.masking import tube_mask
+from adatosk.models.output import ModelOutput, classification_loss
+from adatosk.models.soft_mask import ClassAgnosticSoftMask, ClassSemanticSoftMask
+from adatosk.models.vit import VideoEncoder, _init_weights
+
+SOFT_MASKS = ("none", "ca", "cs", "ca+cs")
+COMBINES = ("product", "mean")
+POOLS = ("mean", "weighted")
+
+
+class ClassifierHead(nn.Module):
+    """SupMAE's 2-layer MLP head: ``Linear(C -> hidden)``, BatchNorm1d, ReLU, ``Linear(hidden -> K)``."""
+
+    def __init__(self, dim: int, hidden_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.norm = nn.BatchNorm1d(hidden_dim)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.norm(self.fc1(x))))
+
+    @torch.no_grad()
+    def class_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax of the head on ``x [..., C]`` with BatchNorm on its running statistics: no gradient, no
+        statistics update, every sample independent of the batch (used for ``diff="classification"``)."""
+        h = self.fc1(x).flatten(0, -2)
+        h = F.batch_norm(h, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias,
+                         training=False, eps=self.norm.eps)
+        return self.fc2(self.act(h)).softmax(dim=-1).view(*x.shape[:-1], -1)
+
+    def channel_weights(self) -> torch.Tensor:
+        """``g [C]``: the column norms of the first layer, detached (Eq. 10)."""
+        return self.fc1.weight.detach().norm(dim=0)
+
+
+class AdaTosk(nn.Module):
+    """AdaTosk: ``soft_mask="none"`` is the paper's plain AdaTosk, ``"ca+cs"`` AdaTosk-dagger.
+
+    forward(x ``[B, 3, T, H, W]``, target=None, *, visible ``[B, N]`` bool = None):
+    without a target -> logits ``[B, K]`` (classification branch only); with a target -> :class:`ModelOutput`
+    (both branches). A missing ``visible`` is drawn from the global RNG with ``mask_ratio`` in training mode and
+    ``eval_mask_ratio`` in eval mode.
+    """
+
+    def __init__(self, img_size: int = 160, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
+                 in_chans: int = 3, num_classes: int = 7, embed_dim: int = 768, depth: int = 12,
+                 num_heads: int = 12, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0,
+                 decoder_dim: int = 512, decoder_depth: int = 1, decoder_num_heads: int = 16,
+                 head_hidden_dim: int = 3072, mask_ratio: float = 0.7, eval_mask_ratio: float | None = None,
+                 lambda_rec: float = 1.0, lambda_cls: float = 0.1, norm_pix_loss: bool = True,
+                 soft_mask: str = "ca+cs", combine: str = "product", diff: str = "l1", top_k: int = 4,
+                 se_reduction: int = 4, scores: str = "both", r: int = 2, tau: float = 0.1,
+                 exclude_from: str = "previous", pool: str = "mean", soft_mask_dim: int | None = None) -> None:
+        super().__init__()
+        for name, value, choices in (("soft_mask", soft_mask, SOFT_MASKS), ("combine", combine, COMBINES),
+                                     ("pool", pool, POOLS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        self.num_classes, self.num_features, self.embed_dim = num_classes, embed_dim, embed_dim
+        self.mask_ratio = mask_ratio
+        self.eval_mask_ratio = mask_ratio if eval_mask_ratio is None else eval_mask_ratio
+        self.lambda_rec, self.lambda_cls = lambda_rec, lambda_cls
+        self.norm_pix_loss, self.combine, self.pool_mode = norm_pix_loss, combine, pool
+        self.soft_mask = soft_mask
+
+        self.encoder = VideoEncoder(img_size, patch_size, num_frames, tubelet_size, in_chans, embed_dim, depth,
+                                    num_heads, mlp_ratio, drop_path_rate, final_norm=True)
+        self.num_slots, self.num_patches = self.encoder.num_slots, self.encoder.num_patches
+        self.decoder = ReconstructionDecoder(self.num_slots, self.num_patches, embed_dim,
+                                             tubelet_size * patch_size * patch_size * in_chans, decoder_dim,
+                                             decoder_depth, decoder_num_heads, mlp_ratio)
+        d = soft_mask_dim or embed_dim // 4
+        self.ca = (ClassAgnosticSoftMask(embed_dim, d, top_k, diff, se_reduction)
+                   if soft_mask in ("ca", "ca+cs") else None)
+        self.cs = (ClassSemanticSoftMask(embed_dim, d, scores, r, tau, exclude_from)
+                   if soft_mask in ("cs", "ca+cs") else None)
+        self.head = ClassifierHead(embed_dim, head_hidden_dim, num_classes)
+        for module in (self.ca, self.cs, self.head):
+            if module is not None:
+                module.apply(_init_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"decoder.mask_token"}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc2
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        hidden = self.head.fc1.out_features
+        self.head.fc2 = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+
+    def draw_visible(self, batch_size: int, device: torch.device | str | None = None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """A tube mask ``[B, N]`` (True = visible) with ``mask_ratio`` (training) or ``eval_mask_ratio`` (eval)."""
+        ratio = self.mask_ratio if self.training else self.eval_mask_ratio
+        return tube_mask(batch_size, self.num_patches, ratio, generator=generator, device=device)
+
+    def forward_features(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder tokens ``[B, T' * N_v, C]`` of the visible positions (drawn as in ``forward`` if None)."""
+        if visible is None:
+            visible = self.draw_visible(x.shape[0], x.device)
+        return self.encoder(x, visible)
+
+    def temporal_soft_mask(self, z: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Eq. 12: ``(M_s [B, T', N_v], excluded [B, T', N_v] bool)`` for ``Z [B, T', N_v, C]``; ``(None, None)``
+        without a soft mask, ``excluded`` None without the CS mask. Excluded tokens have ``M_s = 0``."""
+        m_ca = m_cs = excluded = None
+        if self.ca is not None:
+            probs = self.head.class_probs(z.mean(dim=2)) if self.ca.diff == "classification" else None
+            m_ca = self.ca(z, probs)
+        if self.cs is not None:
+            m_cs, excluded = self.cs(z, self.head.channel_weights())
+        if m_ca is None or m_cs is None:
+            return (m_ca if m_cs is None else m_cs), excluded
+        m_s = m_ca * m_cs if self.combine == "product" else 0.5 * (m_ca + m_cs)
+        return m_s.masked_fill(excluded, 0.0), excluded
+
+    def pool(self, z: torch.Tensor, m_s: torch.Tensor | None, excluded: torch.Tensor | None) -> torch.Tensor:
+        """``pool(M_s * Z) [B, C]``: ``pool="mean"`` averages ``M_s * Z`` over the tokens that are not excluded
+        (Eq. 13 read literally); ``"weighted"`` divides by ``sum M_s`` instead (a weighted mean)."""
+        if m_s is None:
+            return z.mean(dim=(1, 2))
+        summed = torch.einsum("btnc,btn->bc", z, m_s.to(z.dtype))
+        if self.pool_mode == "weighted":
+            return summed / m_s.sum(dim=(1, 2)).clamp_min(1e-6)[:, None].to(z.dtype)
+        kept = z.shape[1] * z.shape[2] if excluded is None else (~excluded).sum(dim=(1, 2))[:, None]
+        return summed / kept
+
+    def _classify(self, tokens: torch.Tensor, pre_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = tokens.view(tokens.shape[0], self.num_slots, -1, tokens.shape[-1])  # [B, T', N_v, C]
+        m_s, excluded = self.temporal_soft_mask(z)
+        features = self.pool(z, m_s, excluded)
+        return (features if pre_logits else self.head(features)), m_s
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens ``[B, T' * N_v, C]`` -> logits ``[B, K]`` (or the pooled features with ``pre_logits``)."""
+        return self._classify(x, pre_logits)[0]
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, *,
+                visible: torch.Tensor | None = None) -> torch.Tensor | ModelOutput:
+        if visible is None:
+            visible = self.draw_visible(x.shape[0], x.device)
+        tokens = self.encoder(x, visible)  # [B, T' * N_v, C]
+        logits, m_s = self._classify(tokens)
+        if target is None:
+            return logits
+        loss_cls = classification_loss(logits, target)
+        if bool(visible.all()):  # nothing masked, nothing to reconstruct
+            loss_rec = loss_cls.new_zeros(())
+        else:
+            pred = self.decoder(tokens, visible)  # [B, T' * N_m, tubelet*p*p*3]
+            patch = self.encoder.patch_embed
+            target_pixels = masked_targets(x, visible, patch.tubelet_size, patch.patch_size, self.norm_pix_loss)
+            loss_rec = reconstruction_loss(pred, target_pixels)
+        loss = self.lambda_rec * loss_rec + self.lambda_cls * loss_cls
+        return ModelOutput(loss, loss_cls, loss_rec, logits, m_s, visible)

@@ -1,0 +1,88 @@
+"""timm registration of the four models and the config -> model factory.
+
+Registered names are ``f"{family}_{arch}"``; every ablation switch is a keyword argument of the model, named as
+the keys of ``cfg.model``. The pretrained configs carry no weights (nothing downloads): a VideoMAE / MAE-DFER
+``.pth`` comes in through ``pretrained_cfg_overlay=dict(file=PATH)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import timm
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
+
+from adatosk.models.adatosk import AdaTosk
+from adatosk.models.pretrained import checkpoint_filter_fn
+from adatosk.models.videomae import VideoMAEClassifier
+
+BASE = dict(img_size=160, patch_size=16, embed_dim=768, depth=12, num_heads=12)
+TINY = dict(img_size=128, patch_size=16, embed_dim=192, depth=4, num_heads=3)
+ADATOSK_BASE = dict(BASE, decoder_dim=512, decoder_depth=1, decoder_num_heads=16, head_hidden_dim=3072)
+ADATOSK_TINY = dict(TINY, decoder_dim=128, decoder_depth=1, decoder_num_heads=4, head_hidden_dim=768)
+
+# keys of cfg.model that name the model rather than configure it
+_NAMING_KEYS = ("variant", "family", "arch", "pretrained")
+
+
+def _cfg(img_size: int, **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "", "num_classes": 7, "input_size": (3, img_size, img_size), "crop_pct": 1.0,
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD, "first_conv": "encoder.patch_embed.proj",
+        "classifier": None,  # checkpoint_filter_fn keeps a classifier only when its shape fits
+        "license": "mit", **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    "adatosk_vit_base_patch16_160": _cfg(160, paper_name="AdaTosk (dagger), ViT-B/16, 16x160x160"),
+    "videomae_vit_base_patch16_160": _cfg(160, paper_name="VideoMAE fine-tuning baseline, ViT-B/16, 16x160x160"),
+    "adatosk_vit_tiny_patch16_128": _cfg(128, paper_name="AdaTosk (dagger), demo size"),
+    "videomae_vit_tiny_patch16_128": _cfg(128, paper_name="VideoMAE baseline, demo size"),
+})
+
+
+def _create(model_cls: type[nn.Module], variant: str, pretrained: bool, arch_args: dict, **kwargs: Any) -> nn.Module:
+    return build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                pretrained_strict=False, **dict(arch_args, **kwargs))
+
+
+@register_model
+def adatosk_vit_base_patch16_160(pretrained: bool = False, **kwargs: Any) -> AdaTosk:
+    return _create(AdaTosk, "adatosk_vit_base_patch16_160", pretrained, ADATOSK_BASE, **kwargs)
+
+
+@register_model
+def videomae_vit_base_patch16_160(pretrained: bool = False, **kwargs: Any) -> VideoMAEClassifier:
+    return _create(VideoMAEClassifier, "videomae_vit_base_patch16_160", pretrained, BASE, **kwargs)
+
+
+@register_model
+def adatosk_vit_tiny_patch16_128(pretrained: bool = False, **kwargs: Any) -> AdaTosk:
+    return _create(AdaTosk, "adatosk_vit_tiny_patch16_128", pretrained, ADATOSK_TINY, **kwargs)
+
+
+@register_model
+def videomae_vit_tiny_patch16_128(pretrained: bool = False, **kwargs: Any) -> VideoMAEClassifier:
+    return _create(VideoMAEClassifier, "videomae_vit_tiny_patch16_128", pretrained, TINY, **kwargs)
+
+
+def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """``cfg.model`` -> ``timm.create_model(f"{family}_{arch}", num_classes, pretrained=bool(pretrained),
+    pretrained_cfg_overlay=dict(file=pretrained), **the other keys)``; accepts a DictConfig or a dict."""
+    cfg = dict(model_cfg.items())
+    missing = [k for k in ("family", "arch") if k not in cfg]
+    if missing:
+        raise KeyError(f"the model config lacks {missing} (the registered model is '{{family}}_{{arch}}')")
+    name = f"{cfg['family']}_{cfg['arch']}"
+    kwargs = {k: v for k, v in cfg.items() if k not in _NAMING_KEYS}
+    pretrained = cfg.get("pretrained")
+    if pretrained and not Path(pretrained).is_file():
+        raise FileNotFoundError(f"model.pretrained = {pretrained}: no such checkpoint file")
+    overlay = {"file": str(pretrained)} if pretrained else None
+    return timm.create_model(name, pretrained=bool(pretrained), pretrained_cfg_overlay=overlay,
+                             num_classes=num_classes, **kwargs)

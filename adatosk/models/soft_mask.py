@@ -1,0 +1,180 @@
+"""The adaptive temporal soft mask (method.md, section 3.2, Eq. 4-11).
+
+Every module here takes the encoder's visible tokens ``Z`` as ``[B, T', N_v, C]``: because the hard mask is a
+tube, position ``n`` is the same face region in every slot ``t``. Symbols follow method.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DIFFS = ("l1", "l2", "cosine", "classification")
+SCORES = ("both", "redundancy", "semantic")
+EXCLUDE_FROM = ("previous", "current")
+
+
+def frame_difference(z: torch.Tensor, diff: str = "l1", class_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 4: ``D_t`` between slots ``t + 1`` and ``t`` -> ``[B, T' - 1]``.
+
+    ``l1``/``l2``/``cosine`` compare the two slots' flattened tokens (``N_v * C`` values): ``sum |a - b|``,
+    ``||a - b||_2`` and ``1 - cos(a, b)``. ``classification`` compares the head's class probabilities of the two
+    slots, ``class_probs [B, T', K]``, by ``sum_k |p_{t+1,k} - p_{t,k}|``.
+    """
+    if diff == "classification":
+        if class_probs is None:
+            raise ValueError("diff='classification' needs the head's class probabilities per slot")
+        return (class_probs[:, 1:] - class_probs[:, :-1]).abs().sum(-1)
+    after, before = z[:, 1:].flatten(2), z[:, :-1].flatten(2)  # [B, T'-1, N_v * C]
+    if diff == "l1":
+        return (after - before).abs().sum(-1)
+    if diff == "l2":
+        return (after - before).norm(dim=-1)
+    if diff == "cosine":
+        return 1.0 - F.cosine_similarity(after, before, dim=-1)
+    raise ValueError(f"diff must be one of {DIFFS}, got {diff!r}")
+
+
+class SqueezeExcite(nn.Module):
+    """Eq. 6, channel interaction with residual: ``F + F * sigmoid(W2 ReLU(W1 F))``, ``W1: C -> C/s``."""
+
+    def __init__(self, dim: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, dim // reduction, bias=False)
+        self.fc2 = nn.Linear(dim // reduction, dim, bias=False)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return f + f * torch.sigmoid(self.fc2(F.relu(self.fc1(f))))
+
+
+class ClassAgnosticSoftMask(nn.Module):
+    """CA dynamic soft mask (Eq. 4-7): ``M_ca [B, T', N_v]`` in (0, 1).
+
+    The ``K`` slot pairs with the largest frame difference mark their second slot as *activated*; the slot means
+    ``F_a`` of the activated slots go through the SE unit, and every token attends to them:
+    ``M_ca = sigmoid(max_a <q(Z_tn), k(F~_a)> / sqrt(d))``. The top-K choice carries no gradient.
+    """
+
+    def __init__(self, dim: int, qk_dim: int, top_k: int = 4, diff: str = "l1", se_reduction: int = 4) -> None:
+        super().__init__()
+        if diff not in DIFFS:
+            raise ValueError(f"diff must be one of {DIFFS}, got {diff!r}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        self.top_k, self.diff = top_k, diff
+        self.se = SqueezeExcite(dim, se_reduction)
+        self.q = nn.Linear(dim, qk_dim)
+        self.k = nn.Linear(dim, qk_dim)
+        self.scale = qk_dim ** -0.5
+
+    @torch.no_grad()
+    def activated_slots(self, z: torch.Tensor, class_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """Eq. 5: indices ``[B, K]`` of the activated slots (``K = min(top_k, T' - 1)``), largest ``D_t`` first."""
+        if z.shape[1] < 2:
+            raise ValueError(f"the class-agnostic soft mask needs at least 2 temporal slots, got {z.shape[1]}")
+        d = frame_difference(z, self.diff, class_probs)  # [B, T'-1]
+        return d.topk(min(self.top_k, d.shape[1]), dim=1).indices + 1  # second slot of each pair
+
+    def forward(self, z: torch.Tensor, class_probs: torch.Tensor | None = None) -> torch.Tensor:
+        activated = self.activated_slots(z, class_probs)  # [B, K]
+        f = z.mean(dim=2).gather(1, activated[..., None].expand(-1, -1, z.shape[-1]))  # F_a [B, K, C]
+        keys = self.k(self.se(f))  # [B, K, d]
+        logits = torch.einsum("btnd,bkd->btnk", self.q(z), keys) * self.scale  # [B, T', N_v, K]
+        return torch.sigmoid(logits.amax(dim=-1))
+
+
+def _top_r(score: torch.Tensor, excluded: torch.Tensor, r: int) -> torch.Tensor:
+    """``excluded`` plus the ``r`` not-yet-excluded positions of highest ``score`` (ties: lowest position)."""
+    order = score.masked_fill(excluded, float("-inf")).sort(dim=1, descending=True, stable=True).indices
+    top = order[:, :r]
+    return excluded.scatter(1, top, torch.ones_like(top, dtype=torch.bool))  # a tensor source: jit-traceable
+
+
+def accumulate_redundancy(sim: torch.Tensor, r: int = 2, tau: float = 0.1,
+                          exclude_from: str = "previous") -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 8-9 with exclusion: temporal accumulative score ``S`` and excluded tokens, both ``[B, T', N_v]``.
+
+    ``sim [B, T'-1, N_v, N_v]``: ``sim[:, t-1, n, j] = Sim_t[n, j]``, token ``n`` of slot ``t`` against token ``j``
+    of slot ``t-1``. ``S_1 = 0``; at the transition into slot ``t`` (E: excluded positions, a set that only grows)
+
+    * ``exclude_from="previous"`` (method.md): first ``E_t = E_{t-1} + top_r(S_{t-1})``; the first transition
+      sees ``S_1 = 0`` everywhere, so its ties go to the lowest positions.
+      ``"current"``: ``E_t = E_{t-1} + top_r(S_t)``, taken after ``S_t`` is computed (with ``E_{t-1}``).
+    * ``P_t = softmax_rows(Sim_t^T / tau)`` over the slot-``t`` tokens not in E; the excluded rows (slot ``t-1``
+      tokens in E) pass on nothing: ``S~_{t-1} = S_{t-1}`` with E set to 0.
+    * ``s_t[n] = relu(max_j Sim_t[n, j])`` over the slot-``t-1`` tokens ``j`` not in E.
+    * ``S_t = P_t^T S~_{t-1} + s_t``; excluded tokens get ``S_t = 0`` and are flagged in the returned mask.
+
+    At most ``N_v - 1`` positions are ever excluded, so at least one position stays in every slot.
+    """
+    if exclude_from not in EXCLUDE_FROM:
+        raise ValueError(f"exclude_from must be one of {EXCLUDE_FROM}, got {exclude_from!r}")
+    batch, transitions, n_visible, _ = sim.shape
+    score = sim.new_zeros(batch, n_visible)  # S_1
+    excluded = torch.zeros(batch, n_visible, dtype=torch.bool, device=sim.device)
+    scores, exclusions = [score], [excluded]
+    n_excluded = 0
+    for t in range(transitions):
+        r_t = min(r, n_visible - 1 - n_excluded)  # the cap: one position always stays
+        n_excluded += r_t
+        if exclude_from == "previous" and r_t > 0:
+            excluded = _top_r(score, excluded, r_t)
+        gone = excluded[:, None, :]  # [B, 1, N_v]: excluded positions, as columns
+        # P_t [B, i (slot t-1), n (slot t)]; excluded rows stay finite but carry S~ = 0
+        transfer = (sim[:, t].transpose(1, 2) / tau).masked_fill(gone, float("-inf")).softmax(dim=-1)
+        carried = torch.einsum("bi,bin->bn", score.masked_fill(excluded, 0.0), transfer)  # P_t^T S~_{t-1}
+        best_match = sim[:, t].masked_fill(gone, float("-inf")).amax(dim=-1)  # max over j of slot t-1
+        score = carried + F.relu(best_match)
+        if exclude_from == "current" and r_t > 0:
+            excluded = _top_r(score, excluded, r_t)
+        score = score.masked_fill(excluded, 0.0)
+        scores.append(score)
+        exclusions.append(excluded)
+    return torch.stack(scores, dim=1), torch.stack(exclusions, dim=1)
+
+
+def minmax_normalise(x: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-clip min-max to [0, 1] over the ``valid`` entries of ``x [B, T', N_v]`` (invalid entries -> 0)."""
+    low = x.masked_fill(~valid, float("inf")).amin(dim=(1, 2), keepdim=True)
+    high = x.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
+    return ((x - low) / (high - low).clamp_min(eps)).masked_fill(~valid, 0.0)
+
+
+class ClassSemanticSoftMask(nn.Module):
+    """CS similar soft mask (Eq. 8-11): ``(M_cs [B, T', N_v] in [0, 1], excluded [B, T', N_v] bool)``.
+
+    ``scores="both"``: ``M_cs = 1 - norm(S) * (1 - norm(A))``; ``"redundancy"``: ``1 - norm(S)``; ``"semantic"``:
+    ``norm(A)`` (no ``S``, hence no similarity projection and no exclusion). ``A_tn = sum_c |Z_tnc * g_c|`` with
+    ``g`` the column norms of the head's first layer, passed in detached. Excluded tokens get ``M_cs = 0``.
+    """
+
+    def __init__(self, dim: int, proj_dim: int, scores: str = "both", r: int = 2, tau: float = 0.1,
+                 exclude_from: str = "previous") -> None:
+        super().__init__()
+        if scores not in SCORES:
+            raise ValueError(f"scores must be one of {SCORES}, got {scores!r}")
+        if exclude_from not in EXCLUDE_FROM:
+            raise ValueError(f"exclude_from must be one of {EXCLUDE_FROM}, got {exclude_from!r}")
+        if r < 0 or tau <= 0:
+            raise ValueError(f"need r >= 0 and tau > 0, got r={r}, tau={tau}")
+        self.scores, self.r, self.tau, self.exclude_from = scores, r, tau, exclude_from
+        self.phi = nn.Linear(dim, proj_dim) if scores != "semantic" else None
+
+    def forward(self, z: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, slots, n_visible, _ = z.shape
+        excluded = torch.zeros(batch, slots, n_visible, dtype=torch.bool, device=z.device)
+        if self.phi is not None:
+            p = F.normalize(self.phi(z).float(), dim=-1)  # phi(Z) [B, T', N_v, d], unit norm
+            sim = p[:, 1:] @ p[:, :-1].transpose(-1, -2)  # Sim_t [B, T'-1, N_v, N_v]
+            score, excluded = accumulate_redundancy(sim, self.r, self.tau, self.exclude_from)
+            redundancy = minmax_normalise(score, ~excluded)
+        if self.scores != "redundancy":
+            semantic = minmax_normalise((z.float().abs() * g.float()).sum(-1), ~excluded)  # norm(A)
+        if self.scores == "both":
+            m_cs = 1.0 - redundancy * (1.0 - semantic)
+        elif self.scores == "redundancy":
+            m_cs = 1.0 - redundancy
+        else:
+            m_cs = semantic
+        return m_cs.masked_fill(excluded, 0.0), excluded

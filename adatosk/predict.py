@@ -1,0 +1,231 @@
+"""The ``adatosk predict`` command: classify the facial expressions of raw videos with a trained checkpoint.
+
+Each video is decoded, its main face tracked and cropped by the face-crop stage's code
+(:func:`adatosk.data.facecrop.crop_face_track`), and cut into sliding windows that are the test loader's temporal
+views (:func:`adatosk.data.sampling.test_indices`): ``num_frames`` frames taken every ``stride`` frames, one window
+spanning ``num_frames * stride`` frames, consecutive windows at most ``hop`` frames apart, the first starting on
+frame 0 and the last ending on the video's last frame; a video shorter than one window is padded with its last
+frame. Frames are resized to the model's ``img_size`` and ImageNet-normalised as the test loader does. Each window
+is classified in eval mode under ``mask_views`` tube masks seeded by ``(mask_seed, window, view)`` (the evaluation
+code's :func:`adatosk.evaluate.view_masks`); the softmax outputs of its views are averaged, and the video's
+probabilities are the mean over its windows.
+
+Exit status: 0 when every video was classified; 3 when a video has no face track; 4 when a video cannot be read;
+2 when the checkpoint cannot be loaded. The other videos are still classified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from adatosk.data.cache import CorruptClipError
+from adatosk.data.facecrop import CropParams, NoFaceError, crop_face_track
+from adatosk.data.sampling import test_indices
+from adatosk.data.transforms import normalize_clip, resize_clip
+from adatosk.data.video import VideoDecodeError, read_video
+from adatosk.evaluate import mask_views_of, view_masks
+from adatosk.models.checkpoint import load_model
+from adatosk.train.distributed import Amp, amp_settings, resolve_device
+
+EXIT_BAD_CHECKPOINT = 2
+EXIT_NO_FACE = 3
+EXIT_UNREADABLE = 4
+
+
+@dataclass(frozen=True)
+class Window:
+    """One sliding window of a video: the sampled frame indices and the span of frames it stands for."""
+
+    index: int
+    frames: np.ndarray    # [num_frames] int64, video frame indices (the last frame repeated in a short video)
+    start_frame: int      # first frame of the span
+    end_frame: int        # last frame of the span (inclusive): the last sampled frame + stride - 1, clipped
+
+
+def plan_windows(n_frames: int, *, num_frames: int, stride: int = 4, hop: int | None = None) -> list[Window]:
+    """The sliding windows over a video of ``n_frames`` frames (see the module docstring).
+
+    ``hop`` (frames, default half a window; rounded down to a multiple of ``stride``) is the largest distance between
+    the starts of consecutive windows; the windows are the test loader's views, evenly placed from the start to the
+    end of the strided sequence.
+    """
+    window = num_frames * stride
+    hop = window // 2 if hop is None else hop
+    if not stride <= hop <= window:
+        raise ValueError(f"hop must be between the stride ({stride}) and the window ({window} frames), got {hop}")
+    strided = max(num_frames, math.ceil(n_frames / stride))  # length of the (padded) strided sequence
+    span = strided - num_frames
+    num_views = 1 + math.ceil(span / (hop // stride))
+    views = test_indices(n_frames, num_frames=num_frames, stride=stride, num_views=num_views)  # [V, T]
+    return [Window(i, frames, int(frames[0]), min(int(frames[-1]) + stride - 1, n_frames - 1))
+            for i, frames in enumerate(views)]
+
+
+def video_fps(path: str | Path) -> float | None:
+    """The frame rate a video file declares (None if it declares none)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+    return fps if math.isfinite(fps) and fps > 0 else None
+
+
+def window_clip(frames: np.ndarray, window: Window) -> torch.Tensor:
+    """The model input of one window: ``frames`` uint8 ``[T_video, S, S, 3]`` (already at the model's img_size)
+    -> ImageNet-normalised ``[3, num_frames, S, S]``, as the test loader builds it."""
+    return normalize_clip(frames[window.frames])
+
+
+@torch.inference_mode()
+def classify_windows(model: nn.Module, frames: np.ndarray, windows: list[Window], *, mask_views: int = 2,
+                     mask_seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
+                     amp: Amp | None = None) -> np.ndarray:
+    """Probabilities ``[W, K]`` of every window, averaged over the seeded mask views (the model in eval mode)."""
+    model.eval()
+    device = torch.device(device)
+    amp = amp or amp_settings("none", device)
+    views = mask_views_of(model, mask_views)
+    probs = []
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start:start + batch_size]
+        video = torch.stack([window_clip(frames, w) for w in batch]).to(device)  # [B, 3, T, S, S]
+        indices = torch.tensor([w.index for w in batch])
+        total = torch.zeros(len(batch), model.num_classes, device=device)
+        for view in range(views):
+            visible = view_masks(model, indices, view, mask_seed, device)
+            with amp.autocast(device):
+                logits = model(video, visible=visible)  # [B, K]
+            total += logits.float().softmax(dim=-1)
+        probs.append((total / views).cpu())
+    return torch.cat(probs).numpy()
+
+
+def face_frames(path: str | Path, img_size: int, crop_params: CropParams | None = None) -> tuple[np.ndarray, float]:
+    """Decode ``path``, crop its main face track and resize to ``img_size``: (uint8 ``[T, S, S, 3]``, detected
+    fraction). Raises ``VideoDecodeError`` / ``FileNotFoundError`` (unreadable) or ``NoFaceError``."""
+    track = crop_face_track(read_video(path), crop_params)
+    return resize_clip(track.crops, img_size), track.detected_fraction
+
+
+def predict_video(model: nn.Module, meta: dict, path: str | Path, *, stride: int = 4, hop: int | None = None,
+                  mask_views: int = 2, mask_seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
+                  amp: Amp | None = None, crop_params: CropParams | None = None) -> dict[str, Any]:
+    """Per-window and whole-video class probabilities of one video file (JSON-ready)."""
+    cfg = meta["model_cfg"]
+    frames, detected = face_frames(path, int(cfg["img_size"]), crop_params)
+    windows = plan_windows(len(frames), num_frames=int(cfg["num_frames"]), stride=stride, hop=hop)
+    probs = classify_windows(model, frames, windows, mask_views=mask_views, mask_seed=mask_seed,
+                             batch_size=batch_size, device=device, amp=amp)
+    names = list(meta["class_names"])
+    fps = video_fps(path)
+
+    def seconds(frame: int) -> float | None:
+        return None if fps is None else round(frame / fps, 3)
+
+    mean = probs.mean(axis=0)
+    return {
+        "video": str(path), "n_frames": len(frames), "fps": fps, "detected_fraction": round(detected, 4),
+        "windows": [{"index": w.index, "start_frame": w.start_frame, "end_frame": w.end_frame,
+                     "start_time": seconds(w.start_frame), "end_time": seconds(w.end_frame + 1),
+                     "frames": w.frames.tolist(), "probs": _named(names, p), "pred": names[int(p.argmax())]}
+                    for w, p in zip(windows, probs)],
+        "probs": _named(names, mean), "pred": names[int(mean.argmax())],
+    }
+
+
+def _named(names: list[str], probs: np.ndarray) -> dict[str, float]:
+    return {name: round(float(p), 6) for name, p in zip(names, probs)}
+
+
+def format_text(result: dict[str, Any]) -> str:
+    """A per-window table of one video's prediction, for the terminal."""
+    names = list(result["probs"])
+    width = max(7, *(len(n) for n in names))
+    fps = f"{result['fps']:g} fps" if result["fps"] else "fps unknown"
+    lines = [f"{result['video']}: {result['n_frames']} frames ({fps}), face in "
+             f"{result['detected_fraction']:.0%} of the probed frames, {len(result['windows'])} window(s)",
+             f"  {'window':<8}{'frames':<13}{'time (s)':<15}" + "".join(f"{n:>{width + 1}}" for n in names)
+             + "  prediction"]
+
+    def row(label: str, frames: str, times: str, probs: dict[str, float], pred: str) -> str:
+        return (f"  {label:<8}{frames:<13}{times:<15}" + "".join(f"{probs[n]:>{width + 1}.3f}" for n in names)
+                + f"  {pred}")
+
+    for w in result["windows"]:
+        times = "" if w["start_time"] is None else f"{w['start_time']:.2f}-{w['end_time']:.2f}"
+        lines.append(row(str(w["index"]), f"{w['start_frame']}-{w['end_frame']}", times, w["probs"], w["pred"]))
+    lines.append(row("video", f"0-{result['n_frames'] - 1}", "", result["probs"], result["pred"]))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format decord/PyAV/OpenCV read)")
+    parser.add_argument("--checkpoint", required=True, metavar="DIR",
+                        help="a save_model directory (e.g. runs/<data>/<variant>/fold1/checkpoint/last) or its file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="mixed precision on GPU")
+    parser.add_argument("--stride-frames", type=int, default=4, metavar="S",
+                        help="temporal stride between sampled frames (the dataset's data.sampling.stride; default 4)")
+    parser.add_argument("--hop-frames", type=int, default=None, metavar="H",
+                        help="largest distance in frames between consecutive window starts, a multiple of the stride "
+                             "(default: half a window)")
+    parser.add_argument("--mask-views", type=int, default=2, help="seeded tube masks per window (as evaluate; 2)")
+    parser.add_argument("--mask-seed", type=int, default=0, help="seed of the tube masks (as evaluate.mask_seed)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.stride_frames < 1 or args.mask_views < 1 or args.batch_size < 1:
+        print("adatosk predict: --stride-frames, --mask-views and --batch-size must be >= 1", file=sys.stderr)
+        return EXIT_BAD_CHECKPOINT
+    device = resolve_device(args.device)
+    try:
+        model, meta = load_model(args.checkpoint, device=device)  # any variant: its config is inside
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        print(f"adatosk predict: cannot load checkpoint {args.checkpoint}: {error}", file=sys.stderr)
+        return EXIT_BAD_CHECKPOINT
+    window = int(meta["model_cfg"]["num_frames"]) * args.stride_frames
+    if args.hop_frames is not None and not args.stride_frames <= args.hop_frames <= window:
+        print(f"adatosk predict: --hop-frames must be between the stride ({args.stride_frames}) and the window of "
+              f"{window} frames ({meta['model_cfg']['num_frames']} frames x stride {args.stride_frames})",
+              file=sys.stderr)
+        return EXIT_BAD_CHECKPOINT
+    amp = amp_settings(args.amp, device)
+    results, status = [], 0
+    for video in args.videos:
+        try:
+            result = predict_video(model, meta, video, stride=args.stride_frames, hop=args.hop_frames,
+                                   mask_views=args.mask_views, mask_seed=args.mask_seed,
+                                   batch_size=args.batch_size, device=device, amp=amp)
+        except NoFaceError as error:
+            message, code = f"{video}: no face found ({error})", EXIT_NO_FACE
+        except (VideoDecodeError, CorruptClipError, FileNotFoundError, IsADirectoryError) as error:
+            message, code = f"{video}: cannot read the video ({error})", EXIT_UNREADABLE
+        else:
+            results.append(result)
+            if not args.json:
+                print(format_text(result), flush=True)
+            continue
+        print(f"adatosk predict: {message}", file=sys.stderr, flush=True)
+        results.append({"video": str(video), "error": message})
+        status = status or code
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "model": meta.get("model"),
+                          "variant": meta["model_cfg"].get("variant"), "class_names": list(meta["class_names"]),
+                          "num_frames": int(meta["model_cfg"]["num_frames"]), "stride": args.stride_frames,
+                          "mask_views": args.mask_views, "mask_seed": args.mask_seed,
+                          "eval_mask_ratio": float(model.eval_mask_ratio), "videos": results}, indent=2))
+    return status

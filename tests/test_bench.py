@@ -1,0 +1,94 @@
+import json
+import statistics
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from adatosk import bench
+from adatosk.cli import build_parser, main
+
+
+def test_bench_tiny_returns_every_field_with_consistent_ratios(tmp_path, capsys):
+    out = tmp_path / "efficiency"
+    assert main([
+        "bench", "--arch", "tiny", "--frames", "8", "--size", "64", "--batch", "2", "--warmup", "0", "--iters", "2",
+        "--variants", "adatosk_dagger", "adatosk_dagger_m50_r0", "--no-reference", "--out", str(out),
+    ]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["videomae", "adatosk_dagger", "adatosk_dagger_m50_r0"]
+    assert result["setup"]["frames"] == 8 and result["setup"]["size"] == 64
+    base = result["rows"][0]
+    for row in result["rows"]:
+        for field in bench.RATIO_FIELDS:
+            assert row[field] is not None and row[field] > 0, (row["name"], field)
+            assert row[f"{field}_ratio"] == pytest.approx(row[field] / base[field]), (row["name"], field)
+        assert len(row["infer_seconds"]) == len(row["train_seconds"]) == 2
+        assert row["infer_clips_per_s"] == pytest.approx(2 / statistics.median(row["infer_seconds"]))
+    assert all(base[f"{field}_ratio"] == 1 for field in bench.RATIO_FIELDS)
+    dagger, half = result["rows"][1], result["rows"][2]
+    assert half["kwargs"]["mask_ratio"] == half["kwargs"]["eval_mask_ratio"] == 0.5 and half["kwargs"]["r"] == 0
+    assert dagger["gflops_inference"] < half["gflops_inference"]
+    assert dagger["gflops_inference"] < base["gflops_inference"]
+    assert dagger["params_train"] > dagger["params_inference"]  # the decoder trains but does not infer
+    assert base["params_train"] == base["params_inference"]
+    assert {t["field"] for t in result["targets"]} == {f for f, _, _ in bench.TARGETS}
+    markdown = (out / "bench.md").read_text()
+    assert "| adatosk_dagger |" in markdown and "(1.00x)" in markdown
+    assert "adatosk_dagger_m50_r0" in capsys.readouterr().out
+
+
+def test_ratios_divide_by_the_baseline_measured_in_the_same_run():
+    rows = [{"name": "adatosk", "gflops_inference": 1.0, "infer_clips_per_s": 9.0},
+            {"name": "videomae", "gflops_inference": 4.0, "infer_clips_per_s": 3.0}]
+    bench.add_ratios(rows)
+    assert rows[0]["gflops_inference_ratio"] == 0.25 and rows[0]["infer_clips_per_s_ratio"] == 3.0
+    assert rows[1]["gflops_inference_ratio"] == rows[1]["infer_clips_per_s_ratio"] == 1.0
+    assert rows[0]["train_peak_mb_ratio"] is None  # missing on both sides
+    targets = {t["field"]: t for t in bench.check_targets(
+        [{**row, "name": "adatosk_dagger" if row["name"] == "adatosk" else row["name"]} for row in rows])}
+    assert targets["infer_clips_per_s"]["met"] is True and targets["gflops_inference"]["met"] is True
+    assert targets["train_clips_per_s"]["met"] is None
+
+
+def test_cpu_peak_memory_sees_an_allocation_inside_the_phase():
+    with bench.peak_memory(torch.device("cpu")) as small:
+        torch.ones(1000).sum()
+    with bench.peak_memory(torch.device("cpu")) as large:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    assert large["peak_mb"] >= 60
+    assert small["peak_mb"] < large["peak_mb"] - 50
+
+
+class FakeVideoMAE(nn.Module):
+    """transformers' classification interface: pixel_values [B, T, 3, H, W], optional labels."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.classifier = nn.Linear(3, config.num_labels)
+
+    def forward(self, pixel_values, labels=None):
+        assert pixel_values.shape[1:3] == (self.config.num_frames, 3)
+        logits = self.classifier(pixel_values.mean(dim=(1, 3, 4)))
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return types.SimpleNamespace(logits=logits, loss=loss)
+
+
+def test_hugging_face_reference_row_follows_our_forward_contract(monkeypatch):
+    fake = types.ModuleType("transformers")
+    fake.VideoMAEConfig = lambda **kwargs: types.SimpleNamespace(**kwargs)
+    fake.VideoMAEForVideoClassification = FakeVideoMAE
+    monkeypatch.setitem(sys.modules, "transformers", fake)
+    assert bench.reference_available()
+    model = bench.HFVideoMAE(num_classes=5, num_frames=4, img_size=32)
+    assert model.model.config.image_size == 32 and model.model.config.hidden_size == 768
+    args = build_parser("bench").parse_args(["bench", "--frames", "4", "--size", "32", "--iters", "1"])
+    args.num_classes = 5
+    row = bench.count_row(model, 4, 32)
+    assert row["gflops_inference"] is None and row["params_inference"] == 3 * 5 + 5
+    measured = bench.measure(model, args, torch.device("cpu"), amp=False)
+    assert len(measured["infer"]["seconds"]) == len(measured["train"]["seconds"]) == 1

@@ -1,0 +1,77 @@
+"""`adatosk evaluate`: the metrics contract, seeded multi-view masks, reproducibility."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from adatosk.cli import main as cli_main
+from adatosk.config import load_config
+from adatosk.evaluate import view_masks
+from adatosk.train import engine
+from test_train import demo_overrides
+
+METRICS_KEYS = {"uar", "war", "per_class_recall", "confusion_matrix", "class_names", "n_clips", "views"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> list[str]:
+    overrides = demo_overrides(tmp_path_factory.mktemp("demo")) + ["train.epochs=1"]
+    engine.train(load_config(overrides), max_steps=2)
+    return overrides
+
+
+def test_evaluate_writes_the_metrics_contract_and_is_reproducible(trained):
+    run = Path(load_config(trained).run_dir)
+    assert cli_main(["evaluate", *trained]) == 0
+    first = json.loads((run / "metrics.json").read_text())
+    predictions = (run / "predictions.csv").read_text()
+    assert cli_main(["evaluate", *trained]) == 0
+    assert json.loads((run / "metrics.json").read_text()) == first
+    assert (run / "predictions.csv").read_text() == predictions
+
+    assert METRICS_KEYS <= first.keys()
+    cfg = load_config(trained)
+    assert first["class_names"] == list(cfg.data.class_names)
+    assert first["n_clips"] == 7                                     # fold 1's test split
+    assert first["views"] == {"temporal": 2, "mask": 2, "total": 4}
+    cm = first["confusion_matrix"]
+    assert len(cm) == 7 and sum(map(sum, cm)) == 7
+    rows = list(csv.DictReader(predictions.splitlines()))
+    assert [r.keys() for r in rows][0] == {"clip_id", "label", "pred", "probs"}
+    assert len(rows) == 7 and len({r["clip_id"] for r in rows}) == 7
+    for r in rows:
+        probs = [float(p) for p in r["probs"].split()]
+        assert len(probs) == 7 and sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert int(r["pred"]) == max(range(7), key=probs.__getitem__)
+    assert sum(int(r["label"]) == int(r["pred"]) for r in rows) / 7 == pytest.approx(first["war"])
+
+
+def test_masks_are_seeded_by_clip_and_view():
+    model = type("M", (), {"eval_mask_ratio": 0.5, "num_patches": 16})()
+    cpu = torch.device("cpu")
+    a = view_masks(model, torch.tensor([3, 4]), 0, mask_seed=0, device=cpu)
+    assert a.shape == (2, 16) and a.dtype == torch.bool and a.sum(1).tolist() == [8, 8]
+    assert torch.equal(a, view_masks(model, torch.tensor([3, 4]), 0, mask_seed=0, device=cpu))
+    assert torch.equal(a[1:], view_masks(model, torch.tensor([4]), 0, mask_seed=0, device=cpu))  # batch-independent
+    assert not torch.equal(a[0], a[1])
+    assert not torch.equal(a, view_masks(model, torch.tensor([3, 4]), 1, mask_seed=0, device=cpu))
+    assert not torch.equal(a, view_masks(model, torch.tensor([3, 4]), 0, mask_seed=1, device=cpu))
+    model.eval_mask_ratio = 0.0
+    assert view_masks(model, torch.tensor([3]), 0, mask_seed=0, device=cpu) is None
+
+
+def test_a_model_without_eval_mask_uses_one_mask_view(trained, tmp_path):
+    overrides = trained + ["model.eval_mask_ratio=0.0", f"output_root={tmp_path}"]
+    engine.train(load_config(overrides), max_steps=1)
+    assert cli_main(["evaluate", *overrides]) == 0
+    metrics = json.loads((Path(load_config(overrides).run_dir) / "metrics.json").read_text())
+    assert metrics["views"] == {"temporal": 2, "mask": 1, "total": 2}
+    assert metrics["eval_mask_ratio"] == 0.0
+
+
+def test_evaluate_without_a_checkpoint_says_what_to_do(trained, tmp_path):
+    with pytest.raises(FileNotFoundError, match="adatosk train"):
+        cli_main(["evaluate", *trained, f"output_root={tmp_path}"])

@@ -1,0 +1,274 @@
+"""Face detection, tracking and cropping on real clips; the resumable `adatosk face-crop` stage and its cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from adatosk.data.cache import open_clip
+from adatosk.data.facecrop import (
+    STAGE_KEYS,
+    CropParams,
+    HaarDetector,
+    NoFaceError,
+    crop_face_track,
+    crop_square,
+    fill_missing,
+    main_track,
+    make_detector,
+    run,
+    smooth_boxes,
+)
+from adatosk.data.transforms import resize_clip
+from adatosk.data.video import read_frames_dir, read_video
+
+DATA = Path(__file__).parent / "data"
+PARAMS = Path(__file__).parents[1] / "params" / "data"
+
+
+@pytest.fixture(scope="module")
+def single_face() -> np.ndarray:
+    return read_video(DATA / "single_face.mp4")
+
+
+@pytest.fixture(scope="module")
+def detections(single_face) -> list[np.ndarray]:
+    """Haar boxes of every frame of single_face.mp4, detected once and replayed by the tests."""
+    haar = HaarDetector(CropParams())
+    return [haar(frame) for frame in single_face]
+
+
+def _replay(frames, detections, skip=range(0), calls=None):
+    """A detector that returns the stored boxes of the frame of ``frames`` it is given (none for ``skip``)."""
+    base = frames.__array_interface__["data"][0]
+
+    def detect(frame):
+        t = (frame.__array_interface__["data"][0] - base) // frame.nbytes
+        if calls is not None:
+            calls.append(t)
+        return np.zeros((0, 4)) if t in skip else detections[t]
+
+    return detect
+
+
+@pytest.fixture(scope="module")
+def track(single_face, detections):
+    return crop_face_track(single_face, CropParams(), _replay(single_face, detections))
+
+
+def _write_mp4(path: Path, frames: np.ndarray) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+# --- the face track of a real clip ----------------------------------------------------------------------------------
+
+def test_single_face_has_a_box_in_every_frame_and_stable_crops(track, single_face):
+    assert track.crops.shape == (72, 224, 224, 3) and track.crops.dtype == np.uint8
+    assert track.detected.all() and track.detected_fraction == 1.0
+    side = track.boxes[:, 2]
+    assert np.all(track.boxes[:, 2] == track.boxes[:, 3])
+    # the face: centre in the middle third of the 640x360 frame, crop side about half the frame height
+    assert np.all((track.boxes[:, 0] > 213) & (track.boxes[:, 0] < 427)) and np.all((side > 150) & (side < 300))
+    jitter = np.abs(np.diff(track.boxes, axis=0))  # [T-1, 4] frame-to-frame motion of centre and size
+    assert jitter.max() < 0.02 * side.mean()
+    # what is cropped is a face: the detector finds one face filling the centre of every 8th crop
+    detector = HaarDetector(CropParams())
+    for crop in track.crops[::8]:
+        faces = detector(crop)
+        assert len(faces) == 1
+        x, y, w, h = faces[0]
+        assert abs(x + w / 2 - 112) < 20 and abs(y + h / 2 - 112) < 25 and 130 < w < 200
+
+
+def test_frames_without_detection_take_the_neighbours_box(single_face, detections, track):
+    gappy = crop_face_track(single_face, CropParams(), _replay(single_face, detections, skip=range(20, 30)))
+    assert gappy.detected.sum() == 62 and not gappy.detected[20:30].any()
+    assert gappy.detected_fraction == pytest.approx(62 / 72)
+    assert np.abs(gappy.boxes - track.boxes).max() < 0.05 * track.boxes[:, 2].mean()
+
+
+def test_no_face_clip_raises_no_face_error():
+    frames = read_video(DATA / "no_face.mp4")
+    with pytest.raises(NoFaceError) as info:
+        crop_face_track(frames)
+    assert info.value.detected_fraction < 0.5 and "probed frames" in str(info.value)
+
+
+def test_detect_every_probes_fewer_frames(single_face, detections, track):
+    calls: list[int] = []
+    sparse = crop_face_track(single_face, CropParams(detect_every=4), _replay(single_face, detections, calls=calls))
+    assert calls == list(range(0, 72, 4)) + [71]  # every 4th frame and the last
+    assert sparse.detected_fraction == 1.0
+    assert np.abs(sparse.boxes - track.boxes).max() < 0.05 * track.boxes[:, 2].mean()
+
+
+# --- tracking pieces on synthetic boxes -----------------------------------------------------------------------------
+
+def test_main_track_prefers_the_big_long_lived_face():
+    face = np.array([[100.0, 100.0, 50.0, 50.0]])
+    small = np.array([[300.0, 50.0, 20.0, 20.0]])
+    flash = np.array([[200.0, 200.0, 150.0, 150.0]])  # a large false detection in one frame
+    detections = [np.concatenate([face + [t, 0, 0, 0], small]) for t in range(10)]
+    detections[3] = np.concatenate([detections[3], flash])
+    detections[5] = small  # the face is missed in frame 5
+    detections[7] = None   # frame 7 was not probed
+    track = main_track(detections, iou_threshold=0.3, max_gap=3)
+    assert np.isnan(track[[5, 7], 0]).all()
+    expected = [t for t in range(10) if t not in (5, 7)]
+    assert np.allclose(track[expected, 0], 100 + np.array(expected)) and np.allclose(track[expected, 2], 50)
+
+
+def test_fill_missing_interpolates_and_holds_the_ends():
+    boxes = np.full((6, 4), np.nan)
+    boxes[1] = [10, 20, 30, 30]
+    boxes[4] = [40, 20, 60, 60]
+    filled = fill_missing(boxes)
+    assert filled[:, 0].tolist() == [10, 10, 20, 30, 40, 40] and filled[2, 2] == 40
+
+
+def test_smoothing_removes_an_outlier_and_keeps_a_constant():
+    boxes = np.tile([100.0, 100.0, 50.0, 50.0], (15, 1))
+    assert np.allclose(smooth_boxes(boxes, 7), boxes)
+    boxes[7] = [160.0, 40.0, 90.0, 90.0]  # one wild detection
+    assert np.allclose(smooth_boxes(boxes, 7), 100.0 * (boxes[0] / 100.0))
+
+
+def test_crop_square_pads_outside_the_frame_with_black():
+    frame = np.full((40, 60, 3), 200, np.uint8)
+    crop = crop_square(frame, np.array([5.0, 20.0, 20.0, 20.0]), 20)  # left half of the box is outside
+    assert crop.shape == (20, 20, 3)
+    assert crop[:, :5].max() == 0 and crop[:, 5:].min() == 200
+
+
+def test_mtcnn_detector_adapts_corner_boxes(monkeypatch):
+    class FakeMTCNN:
+        def __init__(self, keep_all, device):
+            self.min_face_size = 20
+
+        def detect(self, image):
+            return np.array([[10.0, 20.0, 50.0, 80.0]]), np.array([0.99])
+
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", types.SimpleNamespace(MTCNN=FakeMTCNN))
+    detector = make_detector(CropParams(detector="mtcnn", detect_size=320))
+    boxes = detector(np.zeros((360, 640, 3), np.uint8))  # detected at half size: boxes scale back by 2
+    assert np.allclose(boxes, [[20, 40, 80, 120]])
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)
+    with pytest.raises(ImportError, match="facenet-pytorch==2.5.3"):
+        make_detector(CropParams(detector="mtcnn"))
+
+
+@pytest.mark.parametrize("name", ["demo", "dfew", "ferv39k", "mafw"])
+def test_face_crop_params_match_the_crop_fields(name):
+    face_crop = OmegaConf.to_container(OmegaConf.load(PARAMS / f"{name}.yaml").face_crop)
+    assert set(face_crop) == set(CropParams.__dataclass_fields__) | STAGE_KEYS
+    assert CropParams.from_config(face_crop) == CropParams()
+    with pytest.raises(KeyError, match="unknown data.face_crop keys"):
+        CropParams.from_config({**face_crop, "margn": 0.1})
+
+
+# --- the stage ------------------------------------------------------------------------------------------------------
+
+def _raw_cfg(tmp_path: Path, **face_crop) -> dict:
+    return {"name": "clips", "layout": "dfew", "root": str(tmp_path / "root"), "frames_dir": "faces",
+            "cache_dir": str(tmp_path / "cache"), "img_size": 64,
+            "face_crop": {"precropped": False, "videos_dir": "videos", **face_crop}}
+
+
+@pytest.mark.slow  # worker processes import torch: ~10 s on 2 cores
+def test_stage_crops_raw_videos_excludes_faceless_clips_and_resumes(tmp_path, single_face):
+    videos = tmp_path / "root" / "videos"
+    videos.mkdir(parents=True)
+    _write_mp4(videos / "face.mp4", single_face[:12])
+    _write_mp4(videos / "noface.mp4", read_video(DATA / "no_face.mp4")[:24])
+    cfg = _raw_cfg(tmp_path)
+    report = run(cfg, jobs=2)
+    assert (report["clips"], report["processed"], report["ok"]) == (2, 2, 1)
+    assert [e["clip"] for e in report["excluded"]] == ["noface"] and report["failed"] == []
+    frames = tmp_path / "root" / "faces" / "face"
+    assert sorted(p.name for p in frames.iterdir())[:2] == ["face_00001.jpg", "face_00002.jpg"]
+    crops = read_frames_dir(frames)
+    assert crops.shape == (12, 224, 224, 3)
+    cached = open_clip(tmp_path / "cache" / "face.npy")
+    assert cached.shape == (12, 64, 64, 3)
+    assert np.abs(cached.astype(int) - resize_clip(crops, 64)).mean() < 3  # the cache shows the written crops
+    assert not (tmp_path / "cache" / "noface.npy").exists() and not (tmp_path / "root" / "faces" / "noface").exists()
+    on_disk = json.loads((tmp_path / "cache" / "face_crop_report.json").read_text())
+    assert on_disk["excluded"][0]["source"].endswith("noface.mp4")
+    log = [json.loads(line) for line in (tmp_path / "cache" / "face_crop_log.jsonl").read_text().splitlines()]
+    assert {r["clip"]: r["status"] for r in log} == {"face": "ok", "noface": "excluded"}
+    assert {"frames", "detected_fraction", "seconds"} <= set(log[0])
+
+    again = run(cfg, jobs=2)  # everything done: nothing is processed
+    assert (again["processed"], again["skipped_done"], again["ok"], len(again["excluded"])) == (0, 2, 1, 1)
+    (tmp_path / "cache" / "face.npy").unlink()  # a lost output makes its clip due again
+    assert run(cfg, jobs=1)["processed"] == 1 and (tmp_path / "cache" / "face.npy").exists()
+    changed = run(_raw_cfg(tmp_path, margin=0.5), jobs=1)  # changed crop params redo the clips
+    assert changed["processed"] == 2
+
+
+def test_stage_never_writes_into_a_datasets_own_frames(tmp_path, single_face):
+    cfg = _raw_cfg(tmp_path)
+    (tmp_path / "root" / "videos").mkdir(parents=True)
+    _write_mp4(tmp_path / "root" / "videos" / "face.mp4", single_face[:4])
+    (tmp_path / "root" / "faces" / "00001").mkdir(parents=True)  # e.g. DFEW's clip_224x224
+    with pytest.raises(FileExistsError, match="set data.frames_dir to a new folder"):
+        run(cfg)
+
+
+def test_precropped_pass_through_packs_every_clip_with_manifest_ids(tmp_path):
+    from adatosk.data.demo import generate
+    from adatosk.data.manifest import build_manifest
+
+    root = tmp_path / "demo"
+    generate(root, {"subjects": 5, "clips_per_class": 2, "raw_videos": 0})
+    data = OmegaConf.to_container(OmegaConf.load(PARAMS / "demo.yaml"))
+    data.update(root=str(root), cache_dir=str(tmp_path / "cache"), img_size=48, manifest_dir=str(tmp_path / "m"))
+    report = run(data, jobs=1)
+    manifest = build_manifest(data)
+    assert report["ok"] == report["clips"] == manifest.clip_id.nunique() == 14
+    for row in manifest.drop_duplicates("clip_id").itertuples():
+        cached = open_clip(tmp_path / "cache" / f"{row.clip_id}.npy")
+        assert cached.shape == (row.n_frames, 48, 48, 3)
+        assert np.array_equal(cached, resize_clip(read_frames_dir(root / row.path), 48))
+    assert run(data, jobs=1)["processed"] == 0
+
+
+def test_precropped_nested_folders_get_flattened_ids(tmp_path):
+    frames = tmp_path / "root" / "2_ClipsforFaceCrop" / "Action" / "Sad" / "0010"
+    frames.mkdir(parents=True)
+    for t in range(3):
+        (frames / f"{t:03d}.jpg").write_bytes(_jpeg(t * 40))
+    data = {"name": "ferv39k", "layout": "ferv39k", "root": str(tmp_path / "root"), "cache_dir": str(tmp_path / "c"),
+            "img_size": 16, "face_crop": {"precropped": True}}
+    report = run(data)
+    assert report["ok"] == 1
+    assert open_clip(tmp_path / "c" / "Action_Sad_0010.npy").shape == (3, 16, 16, 3)
+
+
+def _jpeg(value: int) -> bytes:
+    import cv2
+
+    return cv2.imencode(".jpg", np.full((24, 24, 3), value, np.uint8))[1].tobytes()
+
+
+def test_unreadable_clip_is_reported_as_failed(tmp_path):
+    videos = tmp_path / "root" / "videos"
+    videos.mkdir(parents=True)
+    (videos / "broken.mp4").write_bytes(b"\0" * 1000)
+    report = run(_raw_cfg(tmp_path))
+    assert report["ok"] == 0 and report["failed"][0]["clip"] == "broken"
+    assert "broken.mp4" in report["failed"][0]["reason"]

@@ -1,0 +1,149 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adatosk import flops
+
+
+class ExplicitAttention(nn.Module):
+    def forward(self, q, k, v):
+        attn = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        return attn.softmax(dim=-1) @ v
+
+
+class FusedAttention(nn.Module):
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def test_sdpa_handle_counts_what_the_explicit_matmuls_count():
+    # Lq != Lk and d != dv, so that a handle mixing up the dimensions cannot pass
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 4)
+    explicit = flops.count_flops(ExplicitAttention(), (q, k, v), batch_size=1)
+    fused = flops.count_flops(FusedAttention(), (q, k, v), batch_size=1)
+    assert fused.flops == explicit.flops == 2 * 3 * 5 * 7 * (8 + 4)
+    assert set(fused.by_operator) == {"scaled_dot_product_attention"}
+    assert torch.allclose(FusedAttention()(q, k, v), ExplicitAttention()(q, k, v), atol=1e-5)
+
+
+def test_timm_vit_counts_the_same_with_fused_and_explicit_attention():
+    import timm
+
+    model = timm.create_model("vit_tiny_patch16_224", img_size=64, num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    fused = flops.count_flops(model, (x,), batch_size=1)
+    for block in model.blocks:
+        block.attn.fused_attn = False
+    explicit = flops.count_flops(model, (x,), batch_size=1)
+    assert fused.flops == explicit.flops > 0
+    assert fused.by_operator["scaled_dot_product_attention"] == explicit.by_operator["matmul"]
+    assert fused.used_parameters == {name for name, _ in model.named_parameters()}
+
+
+class MatrixVector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 6))
+
+    def forward(self, x):
+        return torch.mv(self.weight, x).relu()
+
+
+def test_an_uncounted_flop_carrying_op_is_an_error():
+    with pytest.raises(flops.UncountedOpError, match="aten::mv"):
+        flops.count_flops(MatrixVector(), (torch.randn(6),), batch_size=1)
+
+
+def test_elementwise_ops_are_tallied_apart_from_flops():
+    count = flops.count_flops(nn.Sequential(nn.GELU(), nn.Softmax(dim=-1)), (torch.randn(2, 5),), batch_size=2)
+    assert count.flops == 0
+    assert count.elementwise == (10 + 10) // 2  # the gelu and softmax outputs, per clip
+
+
+def test_table2_grid_drops_cells_that_run_out_of_visible_positions():
+    # 16x160x160: T' = 8 slots, N = 100; at 70% N_v = 30 and r = 6 would exclude 42 positions
+    assert flops.table2_grid(16, 160) == [
+        (0.25, 0), (0.25, 2), (0.25, 4), (0.25, 6), (0.5, 0), (0.5, 2), (0.5, 4), (0.5, 6), (0.7, 0), (0.7, 2),
+        (0.7, 4),
+    ]
+
+
+def test_variants_resolve_to_registered_names_and_kwargs():
+    hyper = {"family": "adatosk", "arch": "vit_base_patch16_160", "img_size": 160, "num_frames": 16,
+             "tubelet_size": 2, "drop_path_rate": 0.1, "mask_ratio": 0.7, "eval_mask_ratio": 0.7, "r": 2,
+             "soft_mask": "ca+cs", "top_k": 4}
+    base = flops.resolve_variant("videomae", hyper, "tiny", 16, 128)
+    assert base.timm_name == "videomae_vit_tiny_patch16_128"
+    assert base.kwargs == {"img_size": 128, "num_frames": 16, "tubelet_size": 2, "drop_path_rate": 0.1}
+    plain = flops.resolve_variant("adatosk", hyper, "base", 16, 160)
+    assert plain.timm_name == "adatosk_vit_base_patch16_160" and plain.kwargs["soft_mask"] == "none"
+    cell = flops.resolve_variant("adatosk_dagger_m25_r4", hyper, "base", 16, 160)
+    assert (cell.kwargs["mask_ratio"], cell.kwargs["eval_mask_ratio"], cell.kwargs["r"]) == (0.25, 0.25, 4)
+    assert flops.resolve_variant("config", hyper, "tiny", 8, 64).kwargs["img_size"] == 160
+    with pytest.raises(ValueError, match="unknown variant"):
+        flops.resolve_variant("adatosk_dagger_m30_r2", hyper, "base", 16, 160)
+    assert flops.parse_assignments(["mask_ratio=0.5", "r=0", "soft_mask=ca"]) == {
+        "mask_ratio": 0.5, "r": 0, "soft_mask": "ca"}
+
+
+def _build(name, **kwargs):
+    import timm
+
+    import adatosk  # noqa: F401  (registers the models)
+
+    torch.manual_seed(0)
+    return timm.create_model(name, num_classes=7, **kwargs)
+
+
+def test_videomae_vit_base_counts_videomae_s_published_flops():
+    # VideoMAE's ViT-B/16 at 16x160x160 (800 tokens): 81-82 GFLOPs as published (the paper's Table 1: 86M / 82G)
+    model = _build("videomae_vit_base_patch16_160").eval()
+    count = flops.count_flops(model, (torch.randn(1, 3, 16, 160, 160),), batch_size=1)
+    assert 80e9 <= count.flops <= 82e9
+    assert 85e6 <= sum(p.numel() for p in model.parameters()) <= 87e6
+    assert count.by_operator["scaled_dot_product_attention"] > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_counts():
+    return {name: flops.model_flops(_build(f"{name}_vit_tiny_patch16_128"), 16, 128)
+            for name in ("videomae", "adatosk")}
+
+
+def test_adatosk_infers_with_fewer_flops_and_trains_with_the_decoder(tiny_counts):
+    base, ada = tiny_counts["videomae"], tiny_counts["adatosk"]
+    assert ada["flops_inference"] < base["flops_inference"] / 2  # 30% of the tokens at eval_mask_ratio 0.7
+    assert base["flops_train"] == base["flops_inference"]
+    assert base["params_inference"] == base["params_train"] and not base["params_unused_at_inference"]
+    # the modules inference does not use (the decoder) are traced in the training step only
+    train_only = ada["params_unused_at_inference"]
+    assert train_only
+    for name in train_only:
+        assert ada["flops_train_by_module"].get(name, 0) > 0 and name not in ada["flops_inference_by_module"]
+    decoder = sum(ada["flops_train_by_module"][name] for name in train_only)
+    assert ada["flops_train"] >= ada["flops_inference"] + decoder
+    assert ada["params_inference"] < ada["params_train"]
+
+
+def test_flops_command_prints_the_table_with_the_paper_s_numbers(tmp_path, capsys):
+    from adatosk.cli import main
+
+    out = tmp_path / "flops.json"
+    assert main(["flops", "--arch", "tiny", "--frames", "8", "--size", "64", "--models", "adatosk_vit_tiny_patch16_128",
+                 "--set", "r=0", "soft_mask=none", "img_size=64", "num_frames=8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "quoted" in printed and "mae_dfer" in printed
+    result = json.loads(out.read_text())
+    rows = {row["name"]: row for row in result["rows"]}
+    assert list(rows) == ["videomae", "adatosk", "adatosk_dagger", "adatosk_vit_tiny_patch16_128"]
+    assert rows["adatosk_vit_tiny_patch16_128"]["kwargs"] == {"r": 0, "soft_mask": "none", "img_size": 64,
+                                                              "num_frames": 8}
+    assert {(row["frames"], row["size"]) for row in rows.values()} == {(8, 64)}
+    assert rows["adatosk_dagger"]["paper_table1"] == [72, 40]
+    assert rows["adatosk"]["gflops_inference"] < rows["videomae"]["gflops_inference"]
+    # r > 0 excludes tokens after the encoder: the note compares the same model with r = 0
+    (note,) = result["exclusion_notes"]
+    assert note["r"] == 2 and note["gflops_inference"] <= note["gflops_inference_r0"]

@@ -1,0 +1,203 @@
+"""The official split-file readers, validation that reports every bad row, and the list-file exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from adatosk.data.classes import CLASS_NAMES, DFER_CLIP_CLASS_NAMES, from_dfer_clip_label, label_of, to_dfer_clip_label
+from adatosk.data.manifest import (
+    COLUMNS,
+    ManifestError,
+    build_manifest,
+    export_lists,
+    read_manifest,
+    write_manifest,
+)
+
+
+def _frames(folder: Path, n: int, suffix: str = ".jpg") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(n):
+        (folder / f"{folder.name}_{t + 1:05d}{suffix}").write_bytes(b"x")
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _data_cfg(root: Path, layout: str, folds: list[int], **extra) -> dict:
+    return {"layout": layout, "root": str(root), "folds": folds, "class_names": CLASS_NAMES[layout], **extra}
+
+
+# --- fixture trees in each official layout ---------------------------------------------------------------------------
+
+def _dfew_tree(root: Path) -> None:
+    for number, n in [(1, 10), (2, 12), (3, 8), (10, 5)]:
+        _frames(root / "Clip" / "clip_224x224" / f"{number:05d}", n)
+    split = root / "EmoLabel_DataSplit"
+    _write(split / "train(single-labeled)" / "set_1.csv", "video_name,label\n1,1\n2,7\n")
+    _write(split / "test(single-labeled)" / "set_1.csv", "video_name,label\n3,3\n10,5\n")
+    _write(split / "train(single-labeled)" / "set_2.csv", "video_name,label\n3,3\n10,5\n")
+    _write(split / "test(single-labeled)" / "set_2.csv", "video_name,label\n1,1\n2,7\n")
+
+
+def _ferv39k_tree(root: Path) -> None:
+    for clip, n in [("Action/Sad/0010", 6), ("Action/Happy/0003", 4), ("Daily/Fear/0100", 9)]:
+        _frames(root / "2_ClipsforFaceCrop" / clip, n)
+    _write(root / "4_setups" / "All_scenes" / "train_All.csv", "Action/Sad/0010 Sad\nAction/Happy/0003 Happy\n")
+    _write(root / "4_setups" / "All_scenes" / "test_All.csv", "Daily/Fear/0100 Fear\n")
+
+
+def _mafw_tree(root: Path) -> None:
+    for clip in ["00025", "00028", "00108"]:
+        _frames(root / "data" / "faces" / clip, 7, ".png")
+    split = root / "split" / "single" / "no_caption" / "set_1"
+    _write(split / "train.txt", "00025.mp4 anger\n00028.mp4 helplessness\n")
+    _write(split / "test.txt", "00108.mp4 happiness\n")
+
+
+def test_dfew_reader_pads_ids_and_makes_labels_zero_based(tmp_path):
+    _dfew_tree(tmp_path)
+    df = build_manifest(_data_cfg(tmp_path, "dfew", [1, 2], expected_fold_sizes=[[2, 2], [2, 2]]))
+    assert list(df.columns) == COLUMNS and len(df) == 8
+    row = df[(df.clip_id == "00002") & (df.fold == 1)].iloc[0]
+    assert (row.path, row.n_frames, row.label, row.label_name, row.split) == (
+        "Clip/clip_224x224/00002", 12, 6, "fear", "train")
+    row = df[(df.clip_id == "00010") & (df.fold == 2)].iloc[0]
+    assert (row.label, row.label_name, row.split, row.n_frames) == (4, "surprise", "train", 5)
+    assert set(df[df.fold == 1].groupby("split").size().items()) == {("train", 2), ("test", 2)}
+
+
+def test_ferv39k_reader(tmp_path):
+    _ferv39k_tree(tmp_path)
+    df = build_manifest(_data_cfg(tmp_path, "ferv39k", [1], expected_fold_sizes=[[2, 1]]))
+    row = df[df.clip_id == "Action_Sad_0010"].iloc[0]
+    assert (row.path, row.n_frames, row.label, row.label_name, row.fold, row.split) == (
+        "2_ClipsforFaceCrop/Action/Sad/0010", 6, 1, "sad", 1, "train")
+    assert df[df.split == "test"].label_name.tolist() == ["fear"]
+
+
+def test_mafw_reader_uses_mae_dfer_order(tmp_path):
+    _mafw_tree(tmp_path)
+    df = build_manifest(_data_cfg(tmp_path, "mafw", [1]))
+    labels = dict(zip(df.clip_id, df.label))
+    assert labels == {"00025": 0, "00028": 9, "00108": 3}  # anger, helplessness, happiness
+    assert df.set_index("clip_id").loc["00108", "path"] == "data/faces/00108"
+    assert (df.n_frames == 7).all()
+
+
+def test_frames_dir_points_elsewhere(tmp_path):
+    _mafw_tree(tmp_path)
+    (tmp_path / "data" / "faces").rename(tmp_path / "cropped")
+    df = build_manifest(_data_cfg(tmp_path, "mafw", [1], frames_dir="cropped"))
+    assert df.path.str.startswith("cropped/").all()
+    with pytest.raises(ManifestError, match="does not exist"):
+        build_manifest(_data_cfg(tmp_path, "mafw", [1]))
+
+
+def test_dfew_every_bad_row_is_reported_with_file_and_line(tmp_path):
+    _dfew_tree(tmp_path)
+    (tmp_path / "Clip" / "clip_224x224" / "00004").mkdir()  # empty frame folder
+    split = tmp_path / "EmoLabel_DataSplit"
+    _write(split / "train(single-labeled)" / "set_1.csv",
+           "video_name,label\n1,1\n2,7\nabc,3\n5,2\n3,9\n4,2\n10,5\n7\n")
+    with pytest.raises(ManifestError) as caught:
+        build_manifest(_data_cfg(tmp_path, "dfew", [1, 2], expected_fold_sizes=[[2, 2], [2, 2]]))
+    problems = caught.value.problems
+    train1 = "EmoLabel_DataSplit/train(single-labeled)/set_1.csv"
+    test1 = "EmoLabel_DataSplit/test(single-labeled)/set_1.csv"
+    expected = [
+        (f"{train1}:4", "malformed"),                  # abc,3
+        (f"{train1}:5", "does not exist"),             # clip 5 has no frame folder
+        (f"{train1}:6", "out of range"),               # label 9
+        (f"{train1}:7", "has no frames"),              # clip 4: empty folder
+        (f"{test1}:3", f"both train and test of fold 1 (also at {train1}:8)"),  # clip 10
+        (f"{train1}:9", "malformed"),                  # one field
+        ("fold 1", "expected 2 / 2"),                  # 5 train rows parsed
+    ]
+    for where, what in expected:
+        assert any(p.startswith(where) and what in p for p in problems), (where, what, problems)
+    assert len(problems) == len(expected)
+    assert str(caught.value).count("\n") == len(expected)  # one message lists them all
+
+
+def test_named_readers_report_unknown_classes_and_duplicates(tmp_path):
+    _mafw_tree(tmp_path)
+    split = tmp_path / "split" / "single" / "no_caption" / "set_1"
+    _write(split / "train.txt", "00025.mp4 anger\n00028.mp4 smugness\n00025.mp4 anger\n00099.mp4\n")
+    _write(split / "test.txt", "00108.mp4 happiness\n")
+    with pytest.raises(ManifestError) as caught:
+        build_manifest(_data_cfg(tmp_path, "mafw", [1, 2]))
+    problems = caught.value.problems
+    assert any(p.startswith("split/single/no_caption/set_1/train.txt:2") and "smugness" in p for p in problems)
+    assert any(p.startswith("split/single/no_caption/set_1/train.txt:3") and "twice" in p for p in problems)
+    assert any(p.startswith("split/single/no_caption/set_1/train.txt:4") and "malformed" in p for p in problems)
+    assert sum("set_2/train.txt: split file missing" in p for p in problems) == 1
+    assert sum("set_2/test.txt: split file missing" in p for p in problems) == 1
+    assert len(problems) == 5
+
+
+def test_ferv39k_has_one_fold(tmp_path):
+    _ferv39k_tree(tmp_path)
+    with pytest.raises(ManifestError, match="one split"):
+        build_manifest(_data_cfg(tmp_path, "ferv39k", [1, 2]))
+
+
+def test_write_read_roundtrip_keeps_zero_padded_ids(tmp_path):
+    _dfew_tree(tmp_path)
+    df = build_manifest(_data_cfg(tmp_path, "dfew", [1, 2]))
+    path = tmp_path / "manifests" / "manifest.csv"
+    write_manifest(df, path)
+    back = read_manifest(path)
+    pd.testing.assert_frame_equal(back, df)
+    assert back.clip_id.iloc[0].startswith("000") and back.n_frames.dtype.kind == "i"
+    assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temporary file
+    path.write_text("clip_id,path\n00001,x\n")
+    with pytest.raises(ValueError, match="columns"):
+        read_manifest(path)
+
+
+def test_exports_in_both_formats(tmp_path):
+    _mafw_tree(tmp_path)
+    cfg = _data_cfg(tmp_path / ".", "mafw", [1])
+    df = build_manifest(cfg)
+    out = tmp_path / "out"
+    mae = export_lists(df, cfg, out, "mae-dfer")
+    clip = export_lists(df, cfg, out, "dfer-clip")
+    assert [p.relative_to(out).as_posix() for p in mae] == ["mae_dfer/split01/train.csv", "mae_dfer/split01/test.csv"]
+    assert [p.relative_to(out).as_posix() for p in clip] == ["dfer_clip/MAFW_set_1_train.txt",
+                                                             "dfer_clip/MAFW_set_1_test.txt"]
+    faces = (tmp_path / "data" / "faces").resolve().as_posix()
+    assert (out / "mae_dfer/split01/train.csv").read_text() == f"{faces}/00025 0\n{faces}/00028 9\n"
+    # DFER-CLIP orders MAFW happiness, sadness, neutral, anger, ...: anger -> 3, happiness -> 0
+    assert (out / "dfer_clip/MAFW_set_1_train.txt").read_text() == f"{faces}/00025 7 3\n{faces}/00028 7 9\n"
+    assert (out / "dfer_clip/MAFW_set_1_test.txt").read_text() == f"{faces}/00108 7 0\n"
+
+
+def test_ferv39k_export_names(tmp_path):
+    _ferv39k_tree(tmp_path)
+    cfg = _data_cfg(tmp_path, "ferv39k", [1])
+    written = export_lists(build_manifest(cfg), cfg, tmp_path / "out", "dfer-clip")
+    assert [p.name for p in written] == ["FERV39K_train.txt", "FERV39K_test.txt"]
+    first = written[0].read_text().splitlines()[0].split()
+    assert first[0].endswith("2_ClipsforFaceCrop/Action/Happy/0003") and first[1:] == ["4", "0"]
+
+
+def test_class_orders_and_the_dfer_clip_mapping():
+    assert CLASS_NAMES["dfew"] == ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
+    assert CLASS_NAMES["ferv39k"] == CLASS_NAMES["dfew"]
+    assert CLASS_NAMES["mafw"][:7] == ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
+    for layout, names in CLASS_NAMES.items():
+        assert sorted(DFER_CLIP_CLASS_NAMES[layout]) == sorted(names)
+        for label, name in enumerate(names):
+            theirs = to_dfer_clip_label(layout, label)
+            assert DFER_CLIP_CLASS_NAMES[layout][theirs] == name
+            assert from_dfer_clip_label(layout, theirs) == label
+    assert to_dfer_clip_label("mafw", 0) == 3 and to_dfer_clip_label("dfew", 6) == 6
+    assert label_of("ferv39k", "Happy") == 0 and label_of("mafw", " Contempt ") == 7
+    with pytest.raises(KeyError, match="unknown mafw class"):
+        label_of("mafw", "happy")

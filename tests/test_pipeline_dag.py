@@ -1,0 +1,193 @@
+"""The pipeline's one DAG: DVC's stages and the Snakefile's rules agree, and the paths agree with the config.
+
+Fast (no stage runs): DVC's resolved stages vs Snakemake's DAG for the demo and the paper profile, the GPU
+resources of the paper grid, and each stage's outputs against what its command will write (adatosk/grid.py).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO))
+
+from workflow.dvc_stages import RuleSpec, rule_specs, shell_command  # noqa: E402
+
+
+def env_for(root: Path) -> dict:
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(root), PATH=f"{BIN}:{os.environ['PATH']}",
+               GIT_AUTHOR_NAME="adatosk test", GIT_AUTHOR_EMAIL="test@adatosk.invalid",
+               GIT_COMMITTER_NAME="adatosk test", GIT_COMMITTER_EMAIL="test@adatosk.invalid")
+    env.pop("ADATOSK_PARAMS", None)
+    return env
+
+
+def run(args, cwd: Path, check=True, timeout=600) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env_for(cwd), capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
+                             f"{result.stderr[-6000:]}")
+    return result
+
+
+def copy_repo(dest: Path, experiment: str | None = None) -> Path:
+    """The repository's tracked and unignored files in a fresh git repository at ``dest`` (one commit), with
+    params.yaml composed for ``experiment`` (default: the config's)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file() and not name.startswith("tests/"):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    compose(dest, [f"experiment={experiment}"] if experiment else [])
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "copy"], dest)
+    return dest
+
+
+def compose(root: Path, overrides=()) -> None:
+    run([BIN / "python", "workflow/scripts/compose_params.py", *overrides], root)
+
+
+def dvc_stages(root: Path) -> dict:
+    """address -> (cmd, file deps, params keys, outs) from DVC itself."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    out = {}
+    with Repo(str(root)) as repo:
+        for stage in repo.index.stages:
+            if not stage.cmd:
+                continue
+            deps = {os.path.relpath(d.fs_path, root) for d in stage.deps if not isinstance(d, ParamsDependency)}
+            params = {k for d in stage.deps if isinstance(d, ParamsDependency) for k in d.params}
+            out[stage.name] = (stage.cmd, deps, params, {os.path.relpath(o.fs_path, root) for o in stage.outs})
+    return out
+
+
+def snakemake_jobs(root: Path, *config) -> dict:
+    """rule -> (inputs, outputs, resources, shell command) of every job of Snakemake's DAG (a dry run)."""
+    args = [BIN / "snakemake", "-n", "-p", "--forceall", "--cores", "2"] + (["--config", *config] if config else [])
+    text = run(args, root).stdout
+    jobs = {}
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", text):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if not rule:
+            continue
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        shell = re.search(r"^Shell command: (.*)$", block, re.M)
+        resources = dict(item.split("=", 1) for item in fields.get("resources", "").split(", ") if "=" in item)
+        jobs[rule.group(1)] = (fields.get("input", "").split(", ") if fields.get("input") else [],
+                               fields.get("output", "").split(", ") if fields.get("output") else [],
+                               resources, shell.group(1) if shell else "")
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def demo_repo(tmp_path_factory):
+    return copy_repo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="module")
+def paper_repo(tmp_path_factory):
+    root = copy_repo(tmp_path_factory.mktemp("paper"), experiment="paper")
+    for dataset in ("dfew", "ferv39k", "mafw"):           # the licensed data a user brings (data.dvc)
+        (root / "data" / dataset).mkdir(parents=True)
+    return root
+
+
+def test_snakemake_builds_exactly_the_dvc_stages(demo_repo):
+    stages = dvc_stages(demo_repo)
+    specs = {spec.stage: spec for spec in rule_specs(demo_repo)}
+    assert set(specs) == set(stages)
+    jobs = snakemake_jobs(demo_repo)
+    assert set(jobs) == {spec.name for spec in specs.values()} | {"all"}
+    produced = {o for (_, _, _, outs) in stages.values() for o in outs}
+    for address, (cmd, deps, params, outs) in stages.items():
+        spec = specs[address]
+        inputs, outputs, _, shell = jobs[spec.name]
+        assert set(outputs) == outs, address
+        # a dep that holds other stages' outputs (tables: runs) stands for those outputs
+        expected = set()
+        for dep in deps:
+            inside = {o for o in produced if o.startswith(dep + "/")}
+            expected |= inside or {dep}
+        assert set(inputs) == expected | {"params.yaml"}, address
+        assert set(spec.params) == params, address
+        assert cmd in shell, address
+    assert set(jobs["all"][0]) == produced
+
+
+def test_every_command_writes_where_its_stage_declares(demo_repo):
+    """select.* of a stage's command builds the config whose run_dir / manifest_dir / cache_dir are its outputs."""
+    from omegaconf import OmegaConf
+
+    from adatosk.grid import select_run
+
+    params = OmegaConf.load(demo_repo / "params.yaml")
+    for address, (cmd, deps, _, outs) in dvc_stages(demo_repo).items():
+        select = dict(re.findall(r"select\.(\w+)=(\S+)", cmd))
+        if not select:
+            continue
+        cfg = select_run(OmegaConf.merge(params, {"select": select}))
+        if "dataset" in select:
+            assert cfg.data.name == select["dataset"]
+            if address.startswith("manifest@"):
+                assert f"{cfg.data.manifest_dir}/manifest.csv" in outs
+            if address.startswith("face_crop@"):
+                assert cfg.data.cache_dir in outs
+            if address.startswith(("train", "evaluate")):
+                assert {f"{cfg.data.manifest_dir}/manifest.csv", cfg.data.cache_dir} <= deps
+        if address.startswith(("train", "evaluate")):
+            assert cfg.model.variant == select["variant"] and cfg.data.fold == int(select["fold"])
+            assert all(o.startswith(cfg.run_dir + "/") for o in outs), (address, cfg.run_dir)
+        if address.startswith("demo_data@"):
+            assert cfg.data.root in outs
+
+
+def test_run_dir_pattern_matches_params_config():
+    from adatosk.config import load_config
+    from adatosk.grid import run_dir
+
+    for overrides in ([], ["model=videomae", "data.fold=3"]):
+        cfg = load_config(overrides)
+        assert cfg.run_dir == run_dir(cfg.output_root, cfg.data.name, cfg.model.variant, cfg.data.fold)
+
+
+def test_paper_profile_dry_run_lists_the_paper_grid_on_gpus(paper_repo):
+    jobs = snakemake_jobs(paper_repo, "gpus_per_job=8", "gpu_partition=a100", "cpu_partition=short")
+    assert jobs["bench"][2]["gpu"] == "1"                     # a throughput benchmark: one GPU
+    train = sorted(name for name in jobs if name.startswith("train__"))
+    runs = {re.search(r"select.dataset=(\w+) select.fold=(\d) select.variant=(\w+)", jobs[n][3]).groups() for n in train}
+    expected = {(d, str(k), v) for d, folds in (("dfew", range(1, 6)), ("ferv39k", [1]), ("mafw", range(1, 6)))
+                for k in folds for v in ("videomae", "adatosk", "adatosk_dagger")}
+    assert runs == expected and len(train) == 33
+    assert len([n for n in jobs if n.startswith("evaluate__")]) == 33
+    ablation = [n for n in jobs if n.startswith("train_ablation__")]
+    assert len(ablation) == 18 * 5
+    for name in train + ablation:
+        _, _, res, shell = jobs[name]
+        assert res["gpu"] == "8" and res["slurm_partition"] == "a100", name
+        assert "torchrun --standalone --nproc-per-node=8 -m adatosk train --config params.yaml" in shell
+    for name in ("manifest__dfew", "face_crop__mafw", "tables"):
+        _, _, res, shell = jobs[name]
+        assert "gpu" not in res and res["slurm_partition"] == "short", name
+        assert "torchrun" not in shell
+    assert not any(n.startswith("demo_data") for n in jobs)
+
+
+def test_shell_command_uses_torchrun_only_with_gpus():
+    spec = RuleSpec(name="t", stage="t", cmd="adatosk train --config params.yaml select.fold=1", inputs=(),
+                    outputs=(), directories=frozenset(), torchrun=True)
+    assert shell_command(spec, 0) == spec.cmd
+    assert shell_command(spec, 4) == ("torchrun --standalone --nproc-per-node=4 -m adatosk train --config "
+                                      "params.yaml select.fold=1")

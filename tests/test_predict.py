@@ -1,0 +1,167 @@
+"""`adatosk predict`: sliding windows over a whole video, the test loader's preprocessing, seeded masks, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from adatosk import cli
+from adatosk.config import load_config, to_container
+from adatosk.data.cache import pack_clip
+from adatosk.data.classes import CLASS_NAMES
+from adatosk.data.dataset import ClipDataset
+from adatosk.models import create_model_from_config
+from adatosk.models.checkpoint import load_model, save_model
+from adatosk.predict import classify_windows, plan_windows, window_clip
+
+DATA = Path(__file__).parent / "data"
+CLASSES = CLASS_NAMES["dfew"]
+IMG_SIZE, NUM_FRAMES = 64, 8
+
+
+def tiny_model_cfg(variant: str) -> dict:
+    """cfg.model of ``variant`` at the tiny width, 64x64, 8 frames."""
+    return to_container(load_config([f"model={variant}", "model.arch=vit_tiny_patch16_128",
+                                     f"model.img_size={IMG_SIZE}", f"model.num_frames={NUM_FRAMES}"]).model)
+
+
+def train_tiny_checkpoint(directory: Path, variant: str = "adatosk_dagger", steps: int = 3) -> Path:
+    """A tiny model (64x64, 8 frames) after a few AdamW steps on random clips, saved with save_model."""
+    cfg = tiny_model_cfg(variant)
+    torch.manual_seed(0)
+    model = create_model_from_config(cfg, len(CLASSES)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        video = torch.randn(4, 3, NUM_FRAMES, IMG_SIZE, IMG_SIZE)
+        loss = model(video, torch.randint(0, len(CLASSES), (4,))).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return save_model(directory, model, cfg, len(CLASSES), CLASSES)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return train_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["predict", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("n_frames", [1, 5, 31, 32, 33, 72, 203])
+@pytest.mark.parametrize("hop", [None, 4, 13, 32])
+def test_windows_cover_the_whole_video(n_frames, hop):
+    stride = 4
+    windows = plan_windows(n_frames, num_frames=NUM_FRAMES, stride=stride, hop=hop)
+    assert windows[0].start_frame == 0 and windows[-1].end_frame == n_frames - 1
+    covered = np.zeros(n_frames, bool)
+    for previous, window in zip([None, *windows], windows):
+        frames = window.frames
+        assert frames.shape == (NUM_FRAMES,) and frames.dtype == np.int64
+        assert window.start_frame == frames[0] and frames[-1] <= window.end_frame <= n_frames - 1
+        real = frames[frames < n_frames - 1]  # the dataset's stride until the last frame pads the window
+        assert np.all(np.diff(real) == stride) and np.all(frames[len(real):] == n_frames - 1)
+        assert window.end_frame - window.start_frame < NUM_FRAMES * stride
+        if previous is not None:
+            assert 0 < window.start_frame - previous.start_frame <= (hop or NUM_FRAMES * stride // 2) // stride * stride
+        covered[window.start_frame:window.end_frame + 1] = True
+    assert covered.all()
+    if n_frames <= NUM_FRAMES * stride:
+        assert len(windows) == 1
+    assert [w.index for w in windows] == list(range(len(windows)))
+
+
+def test_short_video_is_padded_with_its_last_frame():
+    (window,) = plan_windows(10, num_frames=NUM_FRAMES, stride=4)
+    assert window.frames.tolist() == [0, 4, 8, 9, 9, 9, 9, 9]
+    assert (window.start_frame, window.end_frame) == (0, 9)
+
+
+@pytest.mark.parametrize("hop", [3, 33])
+def test_hop_outside_stride_to_window_is_refused(hop):
+    with pytest.raises(ValueError, match="hop"):
+        plan_windows(100, num_frames=NUM_FRAMES, stride=4, hop=hop)
+
+
+def test_windows_are_preprocessed_exactly_as_the_test_loader(tmp_path):
+    """The windows are the test loader's temporal views: same frames, same resize, same normalisation."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(50, IMG_SIZE, IMG_SIZE, 3), dtype=np.uint8)
+    pack_clip(frames, tmp_path / "cache" / "c1.npy")
+    windows = plan_windows(len(frames), num_frames=NUM_FRAMES, stride=4, hop=8)
+    manifest = pd.DataFrame({"clip_id": ["c1"], "path": ["c1"], "label": [0], "fold": [1], "split": ["test"]})
+    data_cfg = {"num_classes": 7, "root": str(tmp_path), "cache_dir": str(tmp_path / "cache"),
+                "num_frames": NUM_FRAMES, "img_size": IMG_SIZE, "sampling": {"stride": 4}}
+    dataset = ClipDataset(manifest, data_cfg, fold=1, split="test", train=False, temporal_views=len(windows))
+    views = dataset[0]["video"]  # [V, 3, T, S, S]
+    assert len(windows) > 2 and views.shape == (len(windows), 3, NUM_FRAMES, IMG_SIZE, IMG_SIZE)
+    for window, view in zip(windows, views):
+        assert torch.equal(window_clip(frames, window), view)
+
+
+@pytest.mark.parametrize("variant", ["adatosk_dagger", "videomae"])
+def test_window_probabilities_are_seeded_and_normalised(tmp_path, variant, checkpoint):
+    directory = checkpoint if variant == "adatosk_dagger" else train_tiny_checkpoint(tmp_path, variant, steps=1)
+    model, _ = load_model(directory)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(40, IMG_SIZE, IMG_SIZE, 3), dtype=np.uint8)
+    windows = plan_windows(len(frames), num_frames=NUM_FRAMES, stride=4)
+    probs = classify_windows(model, frames, windows, mask_views=2, mask_seed=0, batch_size=1)
+    assert probs.shape == (len(windows), len(CLASSES))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # the same masks again (batching does not matter); another mask seed changes an AdaTosk model's outputs only
+    np.testing.assert_allclose(classify_windows(model, frames, windows, batch_size=8), probs, atol=1e-5)
+    other = classify_windows(model, frames, windows, mask_seed=1)
+    assert np.allclose(other, probs, atol=1e-5) == (model.eval_mask_ratio == 0)
+
+
+def test_predict_json_on_a_real_face(capsys, checkpoint):
+    code, out, err = run(capsys, str(DATA / "single_face.mp4"), "--checkpoint", str(checkpoint), "--json",
+                         "--device", "cpu")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["class_names"] == CLASSES and result["num_frames"] == NUM_FRAMES
+    (video,) = result["videos"]
+    assert video["n_frames"] == 72 and video["fps"] == pytest.approx(30.0) and video["detected_fraction"] > 0.5
+    windows = video["windows"]
+    assert windows[0]["start_frame"] == 0 and windows[-1]["end_frame"] == 71
+    assert windows[0]["start_time"] == 0.0 and windows[-1]["end_time"] == pytest.approx(2.4)
+    window_probs = np.array([[w["probs"][c] for c in CLASSES] for w in windows])
+    np.testing.assert_allclose(window_probs.sum(axis=1), 1.0, atol=1e-5)
+    assert [w["pred"] for w in windows] == [CLASSES[k] for k in window_probs.argmax(axis=1)]
+    video_probs = np.array([video["probs"][c] for c in CLASSES])
+    np.testing.assert_allclose(video_probs, window_probs.mean(axis=0), atol=1e-5)
+    assert video["pred"] == CLASSES[int(video_probs.argmax())]
+
+
+def test_predict_table_continues_past_an_unreadable_video(capsys, checkpoint, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    code, out, err = run(capsys, str(broken), str(DATA / "single_face.mp4"), "--checkpoint", str(checkpoint))
+    assert code == 4
+    assert "broken.mp4" in err and "cannot read" in err and "Traceback" not in err
+    lines = out.splitlines()
+    assert "single_face.mp4: 72 frames" in lines[0] and all(name in lines[1] for name in CLASSES)
+    rows = [line.split() for line in lines[2:]]
+    assert rows[0][:2] == ["0", "0-31"] and rows[-2][1].endswith("-71") and rows[-1][:2] == ["video", "0-71"]
+    for row in rows:
+        assert sum(float(p) for p in row[-1 - len(CLASSES):-1]) == pytest.approx(1.0, abs=5e-3)
+
+
+def test_no_face_exits_with_a_message(capsys, checkpoint):
+    code, out, err = run(capsys, str(DATA / "no_face.mp4"), "--checkpoint", str(checkpoint))
+    assert code == 3 and out == ""
+    assert "no_face.mp4" in err and "no face" in err and "Traceback" not in err
+
+
+def test_missing_checkpoint_is_named(capsys, tmp_path):
+    code, _, err = run(capsys, str(DATA / "single_face.mp4"), "--checkpoint", str(tmp_path / "nowhere"))
+    assert code == 2 and str(tmp_path / "nowhere") in err and "Traceback" not in err

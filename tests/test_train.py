@@ -1,0 +1,151 @@
+"""End-to-end training on a few clips of the real demo data with the tiny model at 8 x 64 x 64."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from adatosk.config import load_config, to_container
+from adatosk.data.demo import generate
+from adatosk.data.manifest import build_manifest, write_manifest
+from adatosk.train import engine
+
+
+def demo_overrides(root: Path) -> list[str]:
+    """Write a small demo set (21 clips; fold 1 = 14 train / 7 test) under ``root``; return the run overrides."""
+    data = [f"data.root={root / 'data'}", f"data.manifest_dir={root / 'manifests'}", f"data.cache_dir={root / 'cache'}"]
+    if not (root / "manifests" / "manifest.csv").exists():
+        cfg = load_config(data)
+        small = {"subjects": 5, "clips_per_class": 3, "raw_videos": 0, "frames": [16, 20], "frame_size": 64}
+        generate(cfg.data.root, {**to_container(cfg.data.generator), **small}, num_folds=len(cfg.data.folds))
+        write_manifest(build_manifest(cfg.data), Path(cfg.data.manifest_dir) / "manifest.csv")
+    return data + [
+        "model=tiny", "model.img_size=64", "model.num_frames=8", f"output_root={root / 'runs'}",
+        "train.batch_size=4", "train.num_workers=0", "train.threads=1", "train.epochs=2", "train.warmup_epochs=1",
+        "evaluate.batch_size=4",
+    ]
+
+
+def run_dir_of(overrides: list[str]) -> Path:
+    return Path(load_config(overrides).run_dir)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> list[str]:
+    return demo_overrides(tmp_path_factory.mktemp("demo"))
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"weights differ: {different[:5]}"
+
+
+def fixed_batch_loss(model: torch.nn.Module, cfg) -> tuple[float, float]:
+    """(loss, loss_cls) of ``model`` on 8 un-augmented training clips with one fixed tube mask."""
+    from adatosk.data.dataset import ClipDataset
+    from adatosk.models.masking import tube_mask
+
+    clips = ClipDataset(Path(cfg.data.manifest_dir) / "manifest.csv", cfg.data, fold=cfg.data.fold, split="train",
+                        train=False, temporal_views=1)
+    video = torch.stack([clips[i]["video"][0] for i in range(8)])  # [8, 3, T, H, W]
+    labels = torch.tensor([clips[i]["label"] for i in range(8)])
+    visible = tube_mask(8, model.num_patches, model.mask_ratio, generator=torch.Generator().manual_seed(0))
+    model.train()
+    with torch.no_grad():
+        out = model(video, labels, visible=visible)
+    return float(out.loss), float(out.loss_cls)
+
+
+def test_training_lowers_the_loss_and_writes_the_run_directory(demo, tmp_path):
+    from adatosk.models.checkpoint import load_model
+
+    overrides = demo + [f"output_root={tmp_path}", "train.epochs=6", "train.base_lr=0.1", "train.mixup=0",
+                        "train.cutmix=0", "train.clip_grad=1.0", "data.augment.rand_augment=null",
+                        "data.augment.reprob=0", "data.augment.scale=[1.0,1.0]",
+                        "data.augment.ratio=[1.0,1.0]", "data.augment.hflip=0"]
+    cfg = load_config(overrides)
+    torch.manual_seed(cfg.seed)
+    initial = engine.build_model(cfg)                         # the weights training starts from
+    history = engine.train(cfg)
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5, 6]
+    assert all(row["steps"] == 3 for row in history)          # 14 clips // batch 4, last partial batch dropped
+    run = run_dir_of(overrides)
+    trained, meta = load_model(run / "checkpoint" / "last")
+    assert meta["class_names"] == list(cfg.data.class_names)
+    before, after = fixed_batch_loss(initial, cfg), fixed_batch_loss(trained, cfg)
+    assert after[0] < 0.9 * before[0] and after[1] < before[1], (before, after)
+    assert history[-1]["loss"] < history[0]["loss"], [round(r["loss"], 4) for r in history]
+
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["epoch"] == 6
+    assert (run / "log.csv").read_text().splitlines()[0].startswith("epoch,steps,lr,loss,loss_cls,loss_rec")
+    for name in ("last", "best"):
+        assert (run / "checkpoint" / name / "model.safetensors").is_file()
+        assert (run / "checkpoint" / name / "model.json").is_file()
+    assert torch.load(run / "train_state.pt", weights_only=False)["epoch"] == 6
+
+
+def test_max_steps_caps_the_run(demo, tmp_path):
+    cfg = load_config(demo + [f"output_root={tmp_path}", "train.epochs=5"])
+    history = engine.train(cfg, max_steps=4)
+    assert [(row["epoch"], row["steps"]) for row in history] == [(1, 3), (2, 1)]
+    # --restart: a fresh run leaves nothing of the old one behind (stale metrics, the old model)
+    run = Path(cfg.run_dir)
+    (run / "metrics.json").write_text("{}")
+    history = engine.train(cfg, resume="never", max_steps=1)
+    assert [(row["epoch"], row["steps"]) for row in history] == [(1, 1)]
+    assert not (run / "metrics.json").exists()
+    assert torch.load(run / "train_state.pt", weights_only=False)["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(demo, tmp_path, monkeypatch):
+    """Deterministic mode on CPU: a crash while saving epoch 2's checkpoint, then a resumption, gives the same weights,
+    optimiser state and logged metrics as one uninterrupted run; the logs never run ahead of the checkpoint."""
+    common = demo + ["train.epochs=3", "train.deterministic=true", "train.num_workers=1", "model.drop_path_rate=0.1"]
+    straight = common + [f"output_root={tmp_path / 'straight'}"]
+    resumed = common + [f"output_root={tmp_path / 'resumed'}"]
+    reference = engine.train(load_config(straight))
+
+    real_save = torch.save
+    saves = []
+
+    def crash_on_second_save(obj, f):
+        saves.append(f)
+        if len(saves) == 2:
+            Path(f).write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt("killed while checkpointing epoch 2")
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(load_config(resumed))
+    monkeypatch.undo()
+    run = run_dir_of(resumed)
+    assert torch.load(run / "train_state.pt", weights_only=False)["epoch"] == 1
+    assert len((run / "log.jsonl").read_text().splitlines()) == 1, "the log claims an epoch without checkpoint"
+    assert not (run / "checkpoint" / "last").exists()
+    assert not list(run.glob(".*.tmp")), "a temporary file survived the crash"
+
+    history = engine.train(load_config(resumed))              # automatic resumption from train_state.pt
+    strip = [{k: v for k, v in row.items() if k != "time"} for row in history]
+    assert strip == [{k: v for k, v in row.items() if k != "time"} for row in reference]
+    a = torch.load(run_dir_of(straight) / "train_state.pt", weights_only=False)
+    b = torch.load(run / "train_state.pt", weights_only=False)
+    assert_same_weights(a["model"], b["model"])
+    assert_same_weights(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
+    assert a["rng"][0]["mixup"] == b["rng"][0]["mixup"] and torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+    assert (run_dir_of(straight) / "checkpoint/last/model.safetensors").read_bytes() == \
+        (run / "checkpoint/last/model.safetensors").read_bytes()
+
+    # a finished run returns at once; --resume needs a state; another recipe in the same run_dir is refused
+    assert engine.train(load_config(resumed), resume="require") == history
+    with pytest.raises(FileNotFoundError, match="--resume"):
+        engine.train(load_config(common + [f"output_root={tmp_path / 'none'}"]), resume="require")
+    with pytest.raises(ValueError, match="different run.*train"):
+        engine.train(load_config(resumed + ["train.base_lr=1e-3"]))
