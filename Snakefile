@@ -34,6 +34,8 @@ for spec in SPECS:
         output:
             output_files(spec),
         params:
+            # the rule's values live in params: a directive's body is evaluated when the job runs, after the loop
+            cmd=shell_command(spec, gpu_count(spec, config)),
             dvc=params_fingerprint(spec),
         threads: resources(spec, config)["cpus_per_task"]
         resources:
@@ -41,4 +43,4 @@ for spec in SPECS:
         log:
             f"logs/{spec.name}.log",
         shell:
-            f"({shell_command(spec, gpu_count(spec, config))}) > {{log}} 2>&1"
+            "({params.cmd}) > {log} 2>&1"

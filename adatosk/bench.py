@@ -2,8 +2,9 @@
 
 For the VideoMAE baseline, AdaTosk, AdaTosk-dagger and the Table 2 grid, at one input size: parameters, fvcore
 GFLOPs per inference view and per training step forward (:mod:`adatosk.flops`), measured inference and training
-throughput (clips/s: the batch over the median time of the timed iterations after warm-up), peak memory, and the
-ratio of each to the baseline measured in the same run. A training step is forward + backward + optimizer step
+throughput (clips/s: the batch over the median time of the timed iterations after warm-up; also per CPU-second of
+the process, which other jobs on a shared machine barely change), peak memory, and the ratio of each to the
+baseline measured in the same run; ``--rounds`` interleaves the variants so that a load change hits them alike. A training step is forward + backward + optimizer step
 (AdamW) on the model's own loss: the baseline fine-tunes on all tokens, AdaTosk trains both branches. On GPU the
 steps run under autocast (bf16 where supported, else fp16 with a gradient scaler) and are synchronised.
 
@@ -37,11 +38,13 @@ REFERENCE = "hf_videomae (reference)"
 # Measured fields whose ratio to the baseline is reported.
 RATIO_FIELDS = (
     "params_inference", "params_train", "gflops_inference", "gflops_train", "infer_clips_per_s",
-    "train_clips_per_s", "infer_peak_mb", "train_peak_mb",
+    "train_clips_per_s", "infer_clips_per_cpu_s", "train_clips_per_cpu_s", "infer_peak_mb", "train_peak_mb",
 )
-TARGETS = (  # (field, comparison, bound) for AdaTosk-dagger against the baseline
+TARGETS = (  # (field, comparison, bound) for AdaTosk-dagger against the baseline; throughput on both clocks
     ("infer_clips_per_s", ">=", 3.0),
     ("train_clips_per_s", ">=", 2.5),
+    ("infer_clips_per_cpu_s", ">=", 3.0),
+    ("train_clips_per_cpu_s", ">=", 2.5),
     ("gflops_inference", "<=", 0.5),
 )
 MEMORY_METHOD = {
@@ -91,18 +94,23 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(step: Callable[[], None], device: torch.device, warmup: int, iters: int) -> list[float]:
-    """Seconds per call of ``step`` for ``iters`` calls after ``warmup`` untimed ones."""
+def timed(step: Callable[[], None], device: torch.device, warmup: int,
+          iters: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds per call of ``step`` for ``iters`` calls after ``warmup`` untimed ones.
+
+    CPU seconds (all threads of this process) barely change when other jobs share the machine, wall-clock does.
+    """
     for _ in range(warmup):
         step()
     _synchronize(device)
-    seconds = []
+    wall, cpu = [], []
     for _ in range(iters):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         _synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def _amp_dtype(device: torch.device) -> torch.dtype:
@@ -118,8 +126,8 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
 
 def _phase(step: Callable[[], None], device: torch.device, warmup: int, iters: int) -> dict[str, Any]:
     with peak_memory(device) as memory:
-        seconds = timed(step, device, warmup, iters)
-    return {"seconds": seconds, "peak_mb": memory["peak_mb"]}
+        seconds, cpu_seconds = timed(step, device, warmup, iters)
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mb": memory["peak_mb"]}
 
 
 def bench_inference(model: nn.Module, x: torch.Tensor, device: torch.device, amp: bool, warmup: int,
@@ -209,14 +217,16 @@ def measure(model: nn.Module, args: argparse.Namespace, device: torch.device, am
 
 
 def summarise(measurements: list[dict[str, Any]], batch: int) -> dict[str, Any]:
-    """Clips/s from the median over all rounds' timed iterations; the largest peak memory of the rounds."""
+    """Clips per second (wall-clock) and per CPU-second from the medians over all rounds' timed iterations; the
+    largest peak memory of the rounds."""
     out: dict[str, Any] = {}
     for phase in ("infer", "train"):
-        seconds = [s for m in measurements for s in m[phase]["seconds"]]
+        for clock, unit in (("seconds", "s"), ("cpu_seconds", "cpu_s")):
+            seconds = [s for m in measurements for s in m[phase][clock]]
+            out[f"{phase}_clips_per_{unit}"] = batch / statistics.median(seconds)
+            out[f"{phase}_{clock}"] = seconds
         peaks = [m[phase]["peak_mb"] for m in measurements if m[phase]["peak_mb"] is not None]
-        out[f"{phase}_clips_per_s"] = batch / statistics.median(seconds)
         out[f"{phase}_peak_mb"] = max(peaks) if peaks else None
-        out[f"{phase}_seconds"] = seconds
     return out
 
 
@@ -246,7 +256,8 @@ def check_targets(rows: list[dict[str, Any]], variant: str = "adatosk_dagger") -
 _COLUMNS = (
     ("model", "name", None), ("params infer (M)", "params_inference", 1e6), ("GFLOPs/view", "gflops_inference", 1),
     ("GFLOPs/train fwd", "gflops_train", 1), ("infer clips/s", "infer_clips_per_s", 1),
-    ("train clips/s", "train_clips_per_s", 1), ("infer peak MB", "infer_peak_mb", 1),
+    ("train clips/s", "train_clips_per_s", 1), ("infer clips/CPU-s", "infer_clips_per_cpu_s", 1),
+    ("train clips/CPU-s", "train_clips_per_cpu_s", 1), ("infer peak MB", "infer_peak_mb", 1),
     ("train peak MB", "train_peak_mb", 1),
 )
 
@@ -268,12 +279,13 @@ def render_markdown(result: dict[str, Any]) -> str:
     setup = result["setup"]
     lines = [
         f"# Efficiency benchmark ({setup['frames']}x{setup['size']}x{setup['size']}, batch {setup['batch']}, "
-        f"{setup['device']}, {setup['dtype']})",
+        f"{setup['device']} with {setup['threads']} threads, {setup['dtype']})",
         "",
         f"Throughput: batch / median of {setup['rounds']} x {setup['iters']} timed iterations (each round after "
         f"{setup['warmup']} warm-up). "
         f"FLOPs: fvcore, 1 multiply-add = 1 FLOP, per clip. Peak memory: {result['memory_method']}. "
-        "Parentheses: ratio to the baseline (videomae) measured in the same run.",
+        "Clips/CPU-s: per second of this process's CPU time (all its threads), which load from other jobs on a "
+        "shared machine barely changes. Parentheses: ratio to the baseline (videomae) measured in the same run.",
         "",
         "| " + " | ".join(c for c, _, _ in _COLUMNS) + " |",
         "|" + "---|" * len(_COLUMNS),
@@ -304,6 +316,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flops.add_input_arguments(parser)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--device", default=None, help="cpu | cuda | auto (default: the config's device)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's). On a CPU shared with other jobs, 1 thread "
+                             "avoids the OpenMP barrier stalls that slow small-op code far more than large matmuls")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per round")
     parser.add_argument("--rounds", type=int, default=1,
@@ -313,6 +328,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="writes bench.json and bench.md (default: <output_root>/efficiency)")
     add_config_arguments(parser)
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block (unchanged if None), restored after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -342,22 +368,24 @@ def run(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     # Rounds interleave the variants so that load from other processes spreads over all of them alike.
     rows = [{"name": name, **extra} for name, _, extra in builders]
     measurements: list[list[dict[str, Any]]] = [[] for _ in builders]
-    for round_index in range(args.rounds):
-        for i, (name, build, _) in enumerate(builders):
-            print(f"bench round {round_index + 1}/{args.rounds}: {name}", flush=True)
-            torch.manual_seed(0)
-            model = build()
-            if round_index == 0:
-                rows[i].update(count_row(model, args.frames, args.size))
-            measurements[i].append(measure(model, args, device, amp))
-            del model
+    with intra_op_threads(args.threads):
+        threads = torch.get_num_threads()
+        for round_index in range(args.rounds):
+            for i, (name, build, _) in enumerate(builders):
+                print(f"bench round {round_index + 1}/{args.rounds}: {name}", flush=True)
+                torch.manual_seed(0)
+                model = build()
+                if round_index == 0:
+                    rows[i].update(count_row(model, args.frames, args.size))
+                measurements[i].append(measure(model, args, device, amp))
+                del model
     for row, measured in zip(rows, measurements):
         row.update(summarise(measured, args.batch))
     add_ratios(rows)
     setup = {"frames": args.frames, "size": args.size, "batch": args.batch, "device": str(device),
              "dtype": "autocast bf16/fp16" if amp else "fp32", "warmup": args.warmup, "iters": args.iters,
              "rounds": args.rounds,
-             "threads": torch.get_num_threads(), "arch": args.arch, "num_classes": args.num_classes}
+             "threads": threads, "arch": args.arch, "num_classes": args.num_classes}
     return {"setup": setup, "memory_method": MEMORY_METHOD[device.type], "rows": rows,
             "targets": check_targets(rows), "notes": notes}
 
@@ -371,7 +399,7 @@ def main(args: argparse.Namespace) -> int:
     setup = result["setup"]
     flops.print_table(
         f"Efficiency at {setup['frames']}x{setup['size']}x{setup['size']}, batch {setup['batch']}, "
-        f"{setup['device']} {setup['dtype']} (ratio to the baseline in parentheses)",
+        f"{setup['device']} ({setup['threads']} threads) {setup['dtype']} (ratio to the baseline in parentheses)",
         [c for c, _, _ in _COLUMNS], table_rows(result["rows"]),
         footer="\n".join([f"memory: {result['memory_method']}"] + result["notes"] + [
             f"target {t['field']} {t['target']}: {_ratio_text(t['ratio'])} met={t['met']}" for t in result["targets"]

@@ -49,7 +49,7 @@ from adatosk.predict import (EXIT_BAD_CHECKPOINT, EXIT_NO_FACE, EXIT_UNREADABLE,
 from adatosk.train.distributed import resolve_device
 
 ROWS = ("frames", "A (Eq. 10)", "M_cs (Eq. 11)", "M_ca (Eq. 7)", "M_s (Eq. 12)")
-MARGIN, LABEL_WIDTH, HEADER, FOOTER = 8, 124, 18, 34   # pixels
+MARGIN, LABEL_WIDTH, HEADER, FOOTER = 8, 124, 18, 48   # pixels; the footer: 3 lines of text
 FRAME_GAP, SLOT_GAP, ROW_GAP = 1, 6, 4                # between the frames of a slot, between slots, between rows
 MIN_CELL = 96                                          # a frame is drawn at least this large (a multiple of the grid)
 BORDER = 3                                             # width of the red frame around activated slots
@@ -290,9 +290,10 @@ class Explanation:
 
 
 def explain_clip(model: nn.Module, clip: torch.Tensor, *, visible: torch.Tensor | None = None,
-                 class_names: list[str] | None = None, frame_labels: list[str] | None = None,
+                 class_names: list[str] | None = None, frame_labels: list[str] | None = None, caption: str = "",
                  min_cell: int = MIN_CELL) -> Explanation:
-    """Fig. 3 for one already loaded clip (ImageNet-normalised ``[3, T, H, W]``, as the loader yields a view)."""
+    """Fig. 3 for one already loaded clip (ImageNet-normalised ``[3, T, H, W]``, as the loader yields a view);
+    ``caption`` (e.g. the clip and its label) is the footer's first line."""
     trace = trace_soft_mask(model, clip, visible)
     patch = model.encoder.patch_embed
     grid = patch.img_size // patch.patch_size
@@ -300,7 +301,8 @@ def explain_clip(model: nn.Module, clip: torch.Tensor, *, visible: torch.Tensor 
     frame_labels = frame_labels or [f"t{f}" for f in range(clip.shape[1])]
     layout = FigureLayout.create(clip.shape[1], patch.tubelet_size, grid, min_cell)
     summary = summarise(trace, class_names, patch.tubelet_size, grid)
-    footer = [f"prediction: {summary['predicted_class']} ({trace.probs.max():.2f})   activated slots (Eq. 5): "
+    footer = [caption,
+              f"prediction: {summary['predicted_class']} ({trace.probs.max():.2f})   activated slots (Eq. 5): "
               f"{summary['activated_slots'] or '-'}   excluded tokens per slot: {summary['excluded_per_slot']}",
               "grey: hidden by the tube mask   black: excluded (E_t)   red: activated slot, #rank by frame "
               "difference   colour: low -> high over the row's range"]
@@ -350,7 +352,8 @@ def explain_video(model: nn.Module, meta: dict, video: str, window: int, out_dir
     device = next(model.parameters()).device
     explanation = explain_clip(model, window_clip(frames, chosen), class_names=list(meta["class_names"]),
                                visible=view_masks(model, torch.tensor([window]), 0, mask_seed, device),
-                               frame_labels=[f"f{i}" for i in chosen.frames])
+                               frame_labels=[f"f{i}" for i in chosen.frames],
+                               caption=f"{Path(video).name}, window {window}")
     extra = {"source": str(video), "window": window, "frames": chosen.frames.tolist(),
              "start_frame": chosen.start_frame, "end_frame": chosen.end_frame}
     return write_explanation(explanation, out_dir, f"{Path(video).stem}_w{window}", _with_model(extra, meta))
@@ -376,9 +379,11 @@ def explain_manifest_clips(cfg: Any, model: nn.Module, meta: dict, clip_ids: lis
             raise IndexError(f"clip {clip_id} has {len(videos)} test views, --window {view} is not one")
         visible = view_masks(model, torch.tensor([index]), view * mask_views_of(model, cfg.evaluate.mask_views),
                              cfg.evaluate.mask_seed, device)
-        explanation = explain_clip(model, videos[view], visible=visible, class_names=list(meta["class_names"]))
+        label = meta["class_names"][dataset.labels[index]]
+        explanation = explain_clip(model, videos[view], visible=visible, class_names=list(meta["class_names"]),
+                                   caption=f"clip {clip_id}, view {view}, label: {label}")
         extra = {"source": clip_id, "data": cfg.data.name, "fold": int(cfg.data.fold), "view": view,
-                 "label": dataset.labels[index], "label_name": meta["class_names"][dataset.labels[index]]}
+                 "label": dataset.labels[index], "label_name": label}
         written.append(write_explanation(explanation, out_dir, f"{clip_id}_v{view}", _with_model(extra, meta)))
     return written
 

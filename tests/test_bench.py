@@ -13,13 +13,16 @@ from adatosk.cli import build_parser, main
 
 def test_bench_tiny_returns_every_field_with_consistent_ratios(tmp_path, capsys):
     out = tmp_path / "efficiency"
+    threads = torch.get_num_threads()
     assert main([
         "bench", "--arch", "tiny", "--frames", "8", "--size", "64", "--batch", "2", "--warmup", "0", "--iters", "2",
-        "--variants", "adatosk_dagger", "adatosk_dagger_m50_r0", "--no-reference", "--out", str(out),
+        "--threads", "1", "--variants", "adatosk_dagger", "adatosk_dagger_m50_r0", "--no-reference",
+        "--out", str(out),
     ]) == 0
+    assert torch.get_num_threads() == threads  # restored
     result = json.loads((out / "bench.json").read_text())
     assert [r["name"] for r in result["rows"]] == ["videomae", "adatosk_dagger", "adatosk_dagger_m50_r0"]
-    assert result["setup"]["frames"] == 8 and result["setup"]["size"] == 64
+    assert (result["setup"]["frames"], result["setup"]["size"], result["setup"]["threads"]) == (8, 64, 1)
     base = result["rows"][0]
     for row in result["rows"]:
         for field in bench.RATIO_FIELDS:
@@ -27,6 +30,7 @@ def test_bench_tiny_returns_every_field_with_consistent_ratios(tmp_path, capsys)
             assert row[f"{field}_ratio"] == pytest.approx(row[field] / base[field]), (row["name"], field)
         assert len(row["infer_seconds"]) == len(row["train_seconds"]) == 2
         assert row["infer_clips_per_s"] == pytest.approx(2 / statistics.median(row["infer_seconds"]))
+        assert row["train_clips_per_cpu_s"] == pytest.approx(2 / statistics.median(row["train_cpu_seconds"]))
     assert all(base[f"{field}_ratio"] == 1 for field in bench.RATIO_FIELDS)
     dagger, half = result["rows"][1], result["rows"][2]
     assert half["kwargs"]["mask_ratio"] == half["kwargs"]["eval_mask_ratio"] == 0.5 and half["kwargs"]["r"] == 0

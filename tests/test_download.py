@@ -300,3 +300,13 @@ def test_demo_sources_record_the_generated_tree(tmp_path):
     assert entry["files"] == len(files) and entry["size"] == sum(p.stat().st_size for p in files)
     assert json.loads(receipt.read_text())["sources"]["tree"]["listing_sha256"] == entry["listing_sha256"]
     assert not (root / ".verified.json").exists()
+
+
+def test_cli_reports_a_missing_source_without_a_traceback(tmp_path, capsys):
+    from adatosk.cli import main
+
+    code = main(["verify", f"data.root={tmp_path / 'nothing'}", f"--receipt={tmp_path / 'receipt.json'}"])
+    assert code == 1
+    message = capsys.readouterr().err
+    assert "demo: source 'tree'" in message and "data.sources.tree.url" in message
+    assert not (tmp_path / "receipt.json").exists()

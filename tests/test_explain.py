@@ -27,8 +27,8 @@ DATA = Path(__file__).parent / "data"
 CELL, GRID, SLOTS = 96, 4, 4
 # layout: margins 8 + labels 124 | 8 cells, 1 px between the frames of a slot, 6 px between slots
 WIDTH = 8 + 124 + NUM_FRAMES * CELL + (NUM_FRAMES - SLOTS) * 1 + (SLOTS - 1) * 6 + 8
-# margins 8 + header 18 | 5 rows, 4 px apart | footer 34 + 8
-HEIGHT = 8 + 18 + len(ROWS) * CELL + (len(ROWS) - 1) * 4 + 34 + 8
+# margins 8 + header 18 | 5 rows, 4 px apart | footer 48 (3 lines) + 8
+HEIGHT = 8 + 18 + len(ROWS) * CELL + (len(ROWS) - 1) * 4 + 48 + 8
 MASK_ROWS = {"M_cs": 2, "M_ca": 3, "M_s": 4}
 
 

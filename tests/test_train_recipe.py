@@ -148,3 +148,18 @@ def test_logs_are_rewritten_whole_from_the_history(tmp_path):
     assert (tmp_path / "log.csv").read_text().splitlines() == ["epoch,loss,val_uar", "1,2.0,", "2,1.5,0.4"]
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
 
+
+
+def test_layer_decay_follows_the_real_encoder_layout():
+    from adatosk.config import load_config
+    from adatosk.models import create_model_from_config
+
+    cfg = load_config(["model=tiny", "model.img_size=32", "model.num_frames=4"])
+    model = create_model_from_config(cfg.model, num_classes=7)
+    depth = len(model.encoder.blocks)
+    scale = {n: g["lr_scale"] for g in param_groups(model, 0.05, layer_decay=0.75) for n in g["names"]}
+    assert scale["encoder.patch_embed.proj.weight"] == pytest.approx(0.75 ** (depth + 1))
+    assert scale["encoder.blocks.0.attn.qkv.weight"] == pytest.approx(0.75 ** depth)
+    assert scale[f"encoder.blocks.{depth - 1}.mlp.fc2.weight"] == pytest.approx(0.75)
+    for name in ("decoder.blocks.0.attn.qkv.weight", "head.fc2.weight", "encoder.norm.weight"):
+        assert scale[name] == 1.0, name

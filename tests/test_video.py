@@ -31,8 +31,10 @@ def test_read_video_decodes_all_frames_as_rgb():
     assert frames.shape == (72, 360, 640, 3) and frames.dtype == np.uint8 and frames.flags.c_contiguous
     reference = _opencv_frames(DATA / "single_face.mp4")  # another decoder, BGR flipped to RGB
     assert reference.shape == frames.shape
-    assert np.abs(frames.astype(int) - reference).mean() < 3.0  # same pixels in the same channel order
-    assert np.abs(frames.astype(int) - reference[..., ::-1]).mean() > 3 * np.abs(frames.astype(int) - reference).mean()
+    ours, theirs = frames[::8].astype(np.int16), reference[::8].astype(np.int16)
+    same = np.abs(ours - theirs).mean()
+    assert same < 3.0  # the same pixels in the same channel order
+    assert np.abs(ours - theirs[..., ::-1]).mean() > 3 * same
 
 
 def test_file_decord_cannot_read_is_read_by_the_fallback(tmp_path):

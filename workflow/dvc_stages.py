@@ -136,17 +136,14 @@ def gpu_count(spec: RuleSpec, config: Mapping[str, Any]) -> int:
 
 
 def shell_command(spec: RuleSpec, gpus: int) -> str:
-    """The command a job runs: the DVC stage's, under torchrun on ``gpus`` processes when the stage asks.
-
-    Returned with Snakemake's braces escaped: the command is run as it is, never formatted.
-    """
+    """The command a job runs: the DVC stage's, under torchrun on ``gpus`` processes when the stage asks."""
     cmd = spec.cmd
     if spec.torchrun and gpus > 0:
         program, *args = shlex.split(cmd)
         if program != "adatosk":
             raise ValueError(f"dvc.yaml: stage {spec.stage} has meta.torchrun but its command is not `adatosk ...`")
         cmd = shlex.join(["torchrun", "--standalone", f"--nproc-per-node={gpus}", "-m", "adatosk", *args])
-    return cmd.replace("{", "{{").replace("}", "}}")
+    return cmd
 
 
 def resources(spec: RuleSpec, config: Mapping[str, Any]) -> dict[str, Any]:

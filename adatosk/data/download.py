@@ -30,6 +30,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tarfile
 import time
 import urllib.error
@@ -96,12 +97,11 @@ class Source:
 
 
 def _missing(dataset: str, source: Source, target: Path, why: str) -> SourceMissingError:
-    licence = (f"{dataset} is licensed: request it at {source.licence_url}; then " if source.licence_url
-               else "Then ")
+    licence = f"{dataset} is licensed: request it at {source.licence_url}. " if source.licence_url else ""
     return SourceMissingError(
         f"{dataset}: source '{source.name}' ({source.kind} {source.path}) is missing: {why}. {licence}"
-        f"put the {source.kind} at {target} (or point data.root at your copy of {dataset}), or set "
-        f"data.sources.{source.name}.url=<path or URL of {Path(source.path).name}>"
+        f"Put the {source.kind} at {target} (or point data.root at your copy of {dataset}), or set "
+        f"data.sources.{source.name}.url=<path or URL of {Path(source.path).name or target.name}>"
     )
 
 
@@ -383,7 +383,11 @@ def main(args: argparse.Namespace) -> int:
     from adatosk.config import load_config, to_container
 
     cfg = load_config(args.overrides, args.config)
-    result = verify(to_container(cfg.data), receipt=args.receipt, force=args.force)
+    try:
+        result = verify(to_container(cfg.data), receipt=args.receipt, force=args.force)
+    except (SourceMissingError, ChecksumError, DownloadInterrupted) as error:
+        print(f"adatosk verify: {error}", file=sys.stderr)
+        return 1
     for name, entry in result["sources"].items():
         spec = entry["spec"]
         if "sha256" in entry:

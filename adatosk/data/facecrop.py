@@ -166,7 +166,7 @@ def make_detector(params: CropParams) -> FaceDetector:
     return DETECTORS[params.detector](params)
 
 
-# --- tracking and smoothing; boxes as (centre x, centre y, w, h) -------------------------------------------------------
+# --- tracking and smoothing; boxes as (centre x, centre y, w, h) ------------------------------------------------------
 
 def _xywh_to_cxcywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2] + boxes[:, 2:] / 2, boxes[:, 2:]], axis=1)
@@ -326,8 +326,7 @@ def find_clips(root: Path, precropped: bool) -> dict[str, Path]:
 
 
 def _write_frames(folder: Path, clip_id: str, crops: np.ndarray, quality: int) -> None:
-    """Write crops as ``<folder>/<name>_NNNNN.jpg`` (1-based); the folder appears complete or not at all."""
-    name = Path(clip_id).name
+    """Write crops as ``<folder>/<clip_id>_NNNNN.jpg`` (1-based); the folder appears complete or not at all."""
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -336,7 +335,7 @@ def _write_frames(folder: Path, clip_id: str, crops: np.ndarray, quality: int) -
             ok, data = cv2.imencode(".jpg", crop[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
                 raise RuntimeError(f"cannot encode frame {t} of {clip_id} as JPEG")
-            (tmp / f"{name}_{t + 1:05d}.jpg").write_bytes(data.tobytes())
+            (tmp / f"{clip_id}_{t + 1:05d}.jpg").write_bytes(data.tobytes())
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -454,14 +453,15 @@ def run(data_cfg: Mapping[str, Any], jobs: int = 1, force: bool = False,
 
     from adatosk.io import write_json_atomic
 
-    tasks = plan(data_cfg)
+    tasks = plan(data_cfg)  # never empty
+    precropped = tasks[0].frames_out is None
     cache_dir = Path(data_cfg["cache_dir"])
     cache_dir.mkdir(parents=True, exist_ok=True)
     log_path = cache_dir / LOG_NAME
     if force:
         log_path.unlink(missing_ok=True)
-    if any(task.frames_out for task in tasks):
-        _claim_frames_dir(Path(tasks[0].frames_out).parent)
+    if not precropped:
+        _claim_frames_dir(Path(str(tasks[0].frames_out)).parent)
     records = read_log(log_path)
     todo = [task for task in tasks if not _is_done(task, records.get(task.clip_id))]
     start = time.perf_counter()
@@ -477,7 +477,7 @@ def run(data_cfg: Mapping[str, Any], jobs: int = 1, force: bool = False,
     done_frames = sum(records[task.clip_id].get("frames") or 0 for task in todo)
     report = {
         "dataset": data_cfg["name"],
-        "precropped": tasks[0].frames_out is None if tasks else None,
+        "precropped": precropped,
         "clips": len(tasks),
         "processed": len(todo),
         "skipped_done": len(tasks) - len(todo),
@@ -487,7 +487,7 @@ def run(data_cfg: Mapping[str, Any], jobs: int = 1, force: bool = False,
         "failed": [{k: r.get(k) for k in ("clip", "source", "reason")} for r in current if r["status"] == "failed"],
         "seconds": round(seconds, 2),
         "frames_per_second": round(done_frames / seconds, 1) if done_frames else None,
-        "crop_params": asdict(tasks[0].params) if tasks else None,
+        "crop_params": None if precropped else asdict(tasks[0].params),
         "log": str(log_path),
     }
     write_json_atomic(report_path or cache_dir / REPORT_NAME, report)

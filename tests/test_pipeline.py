@@ -1,0 +1,173 @@
+"""The demo pipeline end to end on a reduced grid, in a temporary copy of the repository.
+
+The copy gets an experiment `smoke` (the demo at 8x64x64, one epoch, a 28-clip demo set, folds 1-2, two variants)
+made the default in its params/config.yaml, so that `dvc exp run -S ...` composes it too. Then:
+DVC runs the DAG (and a second `dvc repro` does nothing); a changed param marks exactly the stages that read it;
+`dvc exp run -S` + `dvc exp show`; push to a local remote, fresh clone, pull, nothing to rerun for DVC nor
+Snakemake; and the same DAG under `snakemake --profile slurm` through the fake SLURM of tests/fake_slurm/.
+"""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_pipeline_dag import BIN, REPO, compose, copy_repo, run
+
+pytestmark = pytest.mark.slow
+
+SMOKE = """# @package _global_
+# The demo at test size (tests/test_pipeline.py).
+defaults:
+  - demo
+  - _self_
+
+model: {img_size: 64, num_frames: 8}
+data:
+  root: generated/demo          # outside data/, which holds the licensed data (data.dvc)
+  folds: [1, 2]
+  generator: {subjects: 4, clips_per_class: 4, frames: [16, 20], frame_size: 64, raw_videos: 0}
+train: {epochs: 1, warmup_epochs: 0, batch_size: 4, num_workers: 0}
+evaluate: {batch_size: 4}
+grid:
+  main:
+    splits: [{dataset: demo, fold: 1}, {dataset: demo, fold: 2}]
+    variants: [videomae, adatosk_dagger]
+  ablation: {splits: [], variants: []}
+  efficiency: {flops: videomae adatosk_dagger, bench: videomae adatosk_dagger, bench_iters: 1}
+"""
+MAIN_STAGES = {f"{s}@split{k}-{v}" for s in ("train", "evaluate") for k in (0, 1) for v in ("videomae", "adatosk_dagger")}
+DATA_STAGES = {"demo_data@demo", "download_verify@demo", "face_crop@demo", "manifest@demo"}
+
+
+def make_smoke_repo(dest: Path, overrides=()) -> Path:
+    copy_repo(dest)
+    (dest / "params/experiment/smoke.yaml").write_text(SMOKE)
+    config = dest / "params/config.yaml"
+    text = config.read_text()
+    assert "  - experiment: demo\n" in text
+    config.write_text(text.replace("  - experiment: demo\n", "  - experiment: smoke\n"))
+    compose(dest, overrides)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "smoke experiment"], dest)
+    return dest
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def changed_stages(root: Path) -> set[str]:
+    status = json.loads(run([BIN / "dvc", "status", "--json"], root).stdout or "{}")
+    return {name.split(":")[-1] for name in status}
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    """The smoke repository after one `dvc repro`, and that run's output."""
+    root = make_smoke_repo(tmp_path_factory.mktemp("smoke"))
+    first = run([BIN / "dvc", "repro"], root, timeout=900)
+    return root, first.stdout
+
+
+def test_dvc_repro_runs_the_demo_dag_once(repro):
+    root, output = repro
+    assert ran_stages(output) == DATA_STAGES | MAIN_STAGES | {"flops", "bench", "tables"}
+    for variant in ("videomae", "adatosk_dagger"):
+        for fold in (1, 2):
+            run_dir = root / "runs" / "demo" / variant / f"fold{fold}"
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            assert (metrics["data"], metrics["variant"], metrics["fold"]) == ("demo", variant, fold)
+            assert (run_dir / "checkpoint" / "last" / "model.safetensors").is_file()
+            assert (run_dir / "train_state.pt").is_file()           # kept for resumption, not an output
+    table1 = (root / "results/tables/table1.md").read_text()
+    war = [100 * json.loads((root / f"runs/demo/videomae/fold{k}/metrics.json").read_text())["war"] for k in (1, 2)]
+    assert f"{sum(war) / 2:.2f} ± " in next(line for line in table1.splitlines() if line.startswith("| VideoMAE |"))
+    assert "| 66.76 | 77.54 | 46.28 | 56.52 | 44.15 | 57.92 |" in table1        # AdaTosk-dagger, quoted
+    assert (root / "results/tables/confusion_demo_adatosk_dagger.png").is_file()
+    second = run([BIN / "dvc", "repro"], root)
+    assert ran_stages(second.stdout) == set()
+    assert "up to date" in run([BIN / "dvc", "status"], root).stdout
+    metrics = run([BIN / "dvc", "metrics", "show", "--json"], root).stdout
+    assert "runs/demo/videomae/fold1/metrics.json" in metrics and "results/metrics.json" in metrics
+    plots = run([BIN / "dvc", "plots", "show", "--json"], root).stdout
+    assert "runs/demo/adatosk_dagger/fold2/log.csv" in plots
+
+
+def test_a_param_marks_exactly_the_stages_that_read_it(repro):
+    root, _ = repro
+    cases = [
+        (["variants.videomae.drop_path_rate=0.05"], {"train@split0-videomae", "train@split1-videomae"}),
+        (["train.epochs=2"], {s for s in MAIN_STAGES if s.startswith("train@")}),
+        (["evaluate.mask_seed=3"], {s for s in MAIN_STAGES if s.startswith("evaluate@")}),
+        (["grid.efficiency.bench_iters=2"], {"flops", "bench"}),
+        (["data.generator.noise=4.0"], {"demo_data@demo"}),
+    ]
+    try:
+        for overrides, expected in cases:
+            compose(root, overrides)
+            assert changed_stages(root) == expected, overrides
+    finally:
+        run(["git", "checkout", "params.yaml"], root)
+    assert changed_stages(root) == set()
+
+
+def test_exp_run_reruns_only_what_depends_on_the_change_and_exp_show_lists_it(repro):
+    root, _ = repro
+    result = run([BIN / "dvc", "exp", "run", "-S", "evaluate.mask_seed=1"], root, timeout=600)
+    assert ran_stages(result.stdout) == {s for s in MAIN_STAGES if s.startswith("evaluate@")} | {"tables"}
+    assert yaml.safe_load((root / "params.yaml").read_text())["evaluate"]["mask_seed"] == 1
+    shown = json.loads(run([BIN / "dvc", "exp", "show", "--json"], root).stdout)
+    text = json.dumps(shown)
+    assert '"mask_seed": 1' in text and "results/metrics.json" in text
+
+
+def test_push_clone_pull_leaves_nothing_to_rerun(repro, tmp_path):
+    root, _ = repro
+    (root / "data").mkdir(exist_ok=True)
+    (root / "data" / "DFEW.zip").write_bytes(b"a licensed archive stands here")  # what `dvc add data` shares
+    run([BIN / "dvc", "add", "data"], root)
+    remote = tmp_path / "remote"
+    run([BIN / "dvc", "remote", "add", "-d", "shared", str(remote)], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "results"], root)
+    run([BIN / "dvc", "push"], root)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path)
+    run([BIN / "dvc", "pull"], clone)
+    assert (clone / "data/DFEW.zip").read_bytes() == b"a licensed archive stands here"
+    assert (clone / "runs/demo/adatosk_dagger/fold1/checkpoint/last/model.safetensors").is_file()
+    assert "up to date" in run([BIN / "dvc", "status"], clone).stdout
+    # Snakemake judges by mtimes: after a pull, mark the pulled outputs as current (`make pull`)
+    run([BIN / "snakemake", "--touch", "--cores", "1"], clone)
+    dry = run([BIN / "snakemake", "-n", "--cores", "1"], clone).stdout
+    assert "Nothing to be done" in dry
+
+
+def test_fake_slurm_runs_the_dag_with_torchrun(tmp_path):
+    (tmp_path / "repo").mkdir()
+    root = make_smoke_repo(tmp_path / "repo", ["grid.main.splits=[{dataset:demo,fold:1}]"])
+    shutil.copytree(REPO / "tests" / "fake_slurm", tmp_path / "fake_slurm")
+    env_path = f"{tmp_path / 'fake_slurm'}:{BIN}"
+    args = ["env", f"PATH={env_path}:/usr/bin:/bin", f"FAKE_SLURM_DIR={tmp_path / 'state'}",
+            BIN / "snakemake", "--profile", "slurm", "--config", "gpus_per_job=1", "slurm_account=testaccount",
+            "--slurm-init-seconds-before-status-checks", "1", "--jobs", "2"]
+    result = run(args, root, timeout=900)
+    assert "steps (100%) done" in result.stderr + result.stdout
+    jobs = [json.loads(p.read_text()) for p in sorted((tmp_path / "state" / "jobs").glob("*.json"))]
+    by_rule = {re.search(r"--comment rule_(\w+)", " ".join(j["args"])).group(1): j for j in jobs}
+    assert set(by_rule) >= {"train__split0_videomae", "evaluate__split0_adatosk_dagger", "tables"}
+    for name, job in by_rule.items():
+        gpu_stage = name.startswith(("train__", "evaluate__", "bench"))
+        assert job["partition"] == ("gpu" if gpu_stage else "cpu"), name
+        assert job["account"] == "testaccount"
+        assert (job["gpus"] == "1") == gpu_stage, name
+    for path in (tmp_path / "state" / "jobs").glob("*.rc"):
+        assert path.read_text().strip() == "0"
+    job_log = next((root / ".snakemake/slurm_logs/rule_train__split0_videomae").glob("*.log")).read_text()
+    assert "torchrun --standalone --nproc-per-node=1 -m adatosk train --config params.yaml" in job_log
+    assert (root / "runs/demo/adatosk_dagger/fold1/metrics.json").is_file()
+    assert (root / "results/tables/table1.md").is_file()
