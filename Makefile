@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv params pull clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# params.yaml is the composition of params/ (what `dvc exp run` does); recompose it after editing params/.
+params: $(STAMP)
+	DVC_NO_ANALYTICS=1 $(BIN)/python workflow/scripts/compose_params.py
+
+# In a fresh clone: fetch every cached output from the DVC remote and mark it current for Snakemake too.
+pull: $(STAMP)
+	DVC_NO_ANALYTICS=1 $(BIN)/dvc pull
+	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --touch --cores 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache

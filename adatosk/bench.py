@@ -4,9 +4,10 @@ For the VideoMAE baseline, AdaTosk, AdaTosk-dagger and the Table 2 grid, at one 
 GFLOPs per inference view and per training step forward (:mod:`adatosk.flops`), measured inference and training
 throughput (clips/s: the batch over the median time of the timed iterations after warm-up; also per CPU-second of
 the process, which other jobs on a shared machine barely change), peak memory, and the ratio of each to the
-baseline measured in the same run; ``--rounds`` interleaves the variants so that a load change hits them alike. A training step is forward + backward + optimizer step
-(AdamW) on the model's own loss: the baseline fine-tunes on all tokens, AdaTosk trains both branches. On GPU the
-steps run under autocast (bf16 where supported, else fp16 with a gradient scaler) and are synchronised.
+baseline measured in the same run; ``--rounds`` interleaves the variants so that a load change hits them alike.
+A training step is forward + backward + optimizer step (AdamW) on the model's own loss: the baseline fine-tunes on
+all tokens, AdaTosk trains both branches. On GPU the steps run under autocast (bf16 where supported, else fp16
+with a gradient scaler) and are synchronised.
 
 Peak memory is the growth of the peak over what was resident when the phase (warm-up + timed iterations)
 started, so the weights and the input batch are excluded and activations, gradients and optimizer state are not:
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from adatosk import flops
+from adatosk.config import load_config, to_container
 
 DEFAULT_VARIANTS = ("videomae", "adatosk", "adatosk_dagger", "table2")
 REFERENCE = "hf_videomae (reference)"
@@ -349,7 +351,7 @@ def resolve_device(name: str) -> torch.device:
 
 def run(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     """Benchmark every requested variant; the result that ``main`` prints and writes."""
-    args.size = args.size or flops.ARCHS[args.arch][1]
+    _, args.frames, args.size = flops.resolve_input(args, to_container(cfg.model))
     args.num_classes = args.num_classes or int(cfg.data.num_classes)
     device = resolve_device(args.device or cfg.device)
     amp = device.type == "cuda"
@@ -358,7 +360,7 @@ def run(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         spec.kwargs.update(img_size=args.size, num_frames=args.frames)
     builders: list[tuple[str, Callable[[], nn.Module], dict[str, Any]]] = [
         (spec.name, functools.partial(spec.build, args.num_classes),
-         {"timm_name": spec.timm_name, "kwargs": spec.kwargs, "paper_table1": flops.PAPER_TABLE1.get(spec.name)})
+         {"timm_name": spec.timm_name, "kwargs": spec.kwargs, **flops.paper_quotes(spec)})
         for spec in specs
     ]
     notes = [f"{REFERENCE}: not run (transformers is not importable)"]
@@ -391,7 +393,6 @@ def run(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from adatosk.config import load_config
     from adatosk.io import write_json_atomic, write_text_atomic
 
     cfg = load_config(args.overrides, args.config)

@@ -55,6 +55,9 @@ def load_config(overrides: Sequence[str] = (), config_file: str | os.PathLike[st
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(params_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
+    from adatosk.grid import select_run
+
+    cfg = select_run(cfg, str(config_file or params_dir()))
     OmegaConf.resolve(cfg)
     OmegaConf.set_readonly(cfg, False)
     return cfg

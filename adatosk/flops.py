@@ -32,6 +32,7 @@ from fvcore.nn.jit_handles import bmm_flop_jit, get_shape
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from adatosk.config import load_config, to_container
 from adatosk.models.masking import num_visible, tube_mask
 
 # The paper's Table 1 (#Params M, FLOPs G) and Table 2 (GFLOPs by hard mask ratio and r), quoted as printed.
@@ -143,11 +144,7 @@ class FlopCount:
 
 
 class _TracedCalls(TorchFunctionMode):
-    """Records the ids of every tensor passed to a torch function (finds the parameters a forward uses), and
-    passes a Python-bool ``scatter`` value as an int: the jit tracer has no schema for ``scatter(..., True)`` (an
-    internal assert in torch 2.x) and the result is the same."""
-
-    _SCATTERS = (torch.Tensor.scatter, torch.Tensor.scatter_, torch.scatter)
+    """Records the ids of every tensor passed to a torch function (finds the parameters a forward uses)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -156,8 +153,6 @@ class _TracedCalls(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.ids.update(id(leaf) for leaf in pytree.tree_leaves((args, kwargs)) if isinstance(leaf, torch.Tensor))
-        if func in self._SCATTERS and len(args) == 4 and isinstance(args[3], bool):
-            args = (*args[:3], int(args[3]))
         return func(*args, **kwargs)
 
 
@@ -273,8 +268,6 @@ def adatosk_hyper(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """The AdaTosk kwargs (mask ratios, soft-mask switches, ...) of a config's model; the group defaults if the
     config's model is not an AdaTosk one."""
     if model_cfg.get("family") != "adatosk":
-        from adatosk.config import load_config, to_container
-
         model_cfg = to_container(load_config(["model=adatosk_dagger"]).model)
     return {k: v for k, v in model_cfg.items() if k not in _NOT_KWARGS + _SHARED_KEYS}
 
@@ -295,7 +288,7 @@ def table2_grid(num_frames: int, img_size: int, tubelet_size: int = 2) -> list[t
 
 def resolve_variant(name: str, model_cfg: dict[str, Any], arch: str, num_frames: int, img_size: int) -> ModelSpec:
     """A named variant (``videomae``, ``adatosk``, ``adatosk_dagger``, ``adatosk_dagger_m<ratio%>_r<r>`` or
-    ``config``: the config's model unchanged) at the given arch and input size."""
+    ``config``: the config's model unchanged) at the given arch (``vit_base_patch16_160``) and input size."""
     if name == "config":
         kwargs = {k: v for k, v in model_cfg.items() if k not in _NOT_KWARGS}
         return ModelSpec(model_cfg.get("variant", "config"), f"{model_cfg['family']}_{model_cfg['arch']}", kwargs)
@@ -312,7 +305,7 @@ def resolve_variant(name: str, model_cfg: dict[str, Any], arch: str, num_frames:
     family = defining["family"]
     kwargs = {**shared, **(adatosk_hyper(model_cfg) if family == "adatosk" else {})}
     kwargs.update({k: v for k, v in defining.items() if k != "family"})
-    return ModelSpec(name, f"{family}_{ARCHS[arch][0]}", kwargs)
+    return ModelSpec(name, f"{family}_{arch}", kwargs)
 
 
 def expand_variants(names: Sequence[str], num_frames: int, img_size: int, tubelet_size: int) -> list[str]:
@@ -378,20 +371,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The model-size options shared by ``flops`` and ``bench``."""
-    parser.add_argument("--arch", choices=sorted(ARCHS), default="base", help="ViT-B/16 (default) or the demo tiny")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, default=None, help="frame size (default: the arch's, 160 for base)")
+    parser.add_argument("--arch", choices=[*ARCHS, "config"], default="base",
+                        help="ViT-B/16 (default), the demo tiny, or the config's model.arch")
+    parser.add_argument("--frames", type=int, default=None, help="default: 16, or the config's with --arch config")
+    parser.add_argument("--size", type=int, default=None,
+                        help="frame size (default: the arch's, 160 for base; the config's with --arch config)")
     parser.add_argument("--num-classes", type=int, default=None, help="default: the config's data.num_classes")
+
+
+def resolve_input(args: argparse.Namespace, model_cfg: dict[str, Any]) -> tuple[str, int, int]:
+    """(timm arch, frames, size) of the ``--arch``/``--frames``/``--size`` options."""
+    if args.arch == "config":
+        return model_cfg["arch"], args.frames or model_cfg["num_frames"], args.size or model_cfg["img_size"]
+    arch, size = ARCHS[args.arch]
+    return arch, args.frames or 16, args.size or size
 
 
 def specs_from_args(args: argparse.Namespace, cfg: Any, default_variants: Sequence[str]) -> list[ModelSpec]:
     """The rows a ``flops``/``bench`` invocation asks for."""
-    from adatosk.config import to_container
-
     model_cfg = to_container(cfg.model)
-    size = args.size or ARCHS[args.arch][1]
-    names = expand_variants(args.variants or default_variants, args.frames, size, model_cfg.get("tubelet_size", 2))
-    specs = [resolve_variant(n, model_cfg, args.arch, args.frames, size) for n in names]
+    arch, frames, size = resolve_input(args, model_cfg)
+    names = expand_variants(args.variants or default_variants, frames, size, model_cfg.get("tubelet_size", 2))
+    specs: list[ModelSpec] = []
+    for spec in (resolve_variant(n, model_cfg, arch, frames, size) for n in names):
+        # a grid cell equal to a named variant (adatosk_dagger = m70_r2 by default) is one row, under the name
+        if all((spec.timm_name, spec.kwargs) != (other.timm_name, other.kwargs) for other in specs):
+            specs.append(spec)
     kwargs = parse_assignments(getattr(args, "assignments", []))
     specs += [ModelSpec(name, name, dict(kwargs)) for name in getattr(args, "models", [])]
     return specs
@@ -409,8 +414,7 @@ def flops_rows(specs: Sequence[ModelSpec], num_classes: int) -> tuple[list[dict[
             params_train_m=row["params_train"] / 1e6,
             gflops_inference=row["flops_inference"] / 1e9,
             gflops_train=row["flops_train"] / 1e9,
-            paper_table1=PAPER_TABLE1.get(spec.name),
-            paper_table2_gflops=_paper_table2(spec),
+            **paper_quotes(spec),
         )
         rows.append(row)
         note = exclusion_note(spec, row, num_classes)
@@ -419,10 +423,15 @@ def flops_rows(specs: Sequence[ModelSpec], num_classes: int) -> tuple[list[dict[
     return rows, notes
 
 
-def _paper_table2(spec: ModelSpec) -> float | None:
-    if spec.kwargs.get("soft_mask") != "ca+cs" or "r" not in spec.kwargs:
-        return None
-    return PAPER_TABLE2.get((spec.kwargs.get("mask_ratio"), spec.kwargs["r"]))
+def paper_quotes(spec: ModelSpec) -> dict[str, Any]:
+    """The paper's Table 1 (params M, GFLOPs) and Table 2 (GFLOPs) entries of a row, for ViT-B at 16x160x160
+    only (the paper's setting); None elsewhere."""
+    paper_setting = spec.timm_name.endswith(ARCHS["base"][0]) and (
+        spec.kwargs.get("num_frames", 16), spec.kwargs.get("img_size", 160)) == (16, 160)
+    cell = (spec.kwargs.get("mask_ratio"), spec.kwargs.get("r"))
+    table2 = spec.kwargs.get("soft_mask") == "ca+cs" and paper_setting
+    return {"paper_table1": PAPER_TABLE1.get(spec.name) if paper_setting else None,
+            "paper_table2_gflops": PAPER_TABLE2.get(cell) if table2 else None}
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], footer: str = "") -> None:
@@ -442,25 +451,24 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from adatosk.config import load_config
     from adatosk.io import write_json_atomic
 
     cfg = load_config(args.overrides, args.config)
     specs = specs_from_args(args, cfg, default_variants=list(VARIANTS))
     num_classes = args.num_classes or int(cfg.data.num_classes)
     rows, notes = flops_rows(specs, num_classes)
-    quoted = {k: v for k, v in PAPER_TABLE1.items() if k not in {r["name"] for r in rows}}
+    # the Table 1 rows not printed beside one of ours (all of them unless ViT-B at 16x160x160 was counted)
+    quoted = {k: v for k, v in PAPER_TABLE1.items() if k not in {r["name"] for r in rows if r["paper_table1"]}}
     table = [
-        [r["name"], _fmt(r["params_inference_m"]), _fmt(r["params_train_m"]), _fmt(r["gflops_inference"], 2),
-         _fmt(r["gflops_train"], 2), *(_fmt(v, 0) for v in (r["paper_table1"] or (None, None))),
-         _fmt(r["paper_table2_gflops"], 2)]
+        [r["name"], f"{r['frames']}x{r['size']}x{r['size']}", _fmt(r["params_inference_m"]),
+         _fmt(r["params_train_m"]), _fmt(r["gflops_inference"], 2), _fmt(r["gflops_train"], 2),
+         *(_fmt(v, 0) for v in (r["paper_table1"] or (None, None))), _fmt(r["paper_table2_gflops"], 2)]
         for r in rows
-    ] + [[f"{name} (paper only)", "-", "-", "-", "-", _fmt(p, 0), _fmt(g, 0), "-"] for name, (p, g) in
-         quoted.items()]
-    frames, size = rows[0]["frames"], rows[0]["size"]
+    ] + [[f"{name} (paper only)", "16x160x160", "-", "-", "-", "-", _fmt(p, 0), _fmt(g, 0), "-"]
+         for name, (p, g) in quoted.items()]
     print_table(
-        f"Parameters and FLOPs per clip ({frames}x{size}x{size}; 1 multiply-add = 1 FLOP; fvcore + sdpa handle)",
-        ["model", "params infer (M)", "params train (M)", "GFLOPs/view", "GFLOPs/train fwd",
+        "Parameters and FLOPs per clip (1 multiply-add = 1 FLOP; fvcore + sdpa handle)",
+        ["model", "clip TxHxW", "params infer (M)", "params train (M)", "GFLOPs/view", "GFLOPs/train fwd",
          "paper ViT-B params (M) (quoted)", "paper ViT-B GFLOPs (quoted)", "paper Table 2 GFLOPs (quoted)"],
         table,
         footer="\n".join(n["text"] for n in notes),

@@ -12,6 +12,7 @@ run reads (``datasets.dfew``, ``variants.adatosk``, ``train``, ...), so changing
 from __future__ import annotations
 
 import copy
+from pathlib import PurePath
 
 from omegaconf import DictConfig, open_dict
 
@@ -32,8 +33,10 @@ def select_run(cfg: DictConfig, where: str = "the config") -> DictConfig:
         return cfg
     with open_dict(cfg):
         if dataset is not None:
+            others = (set(cfg.datasets or {}) | {(cfg.get("data") or {}).get("name")}) - {dataset, None}
             cfg.data = copy.deepcopy(_entry(cfg, "datasets", dataset, where))
             _check_name(cfg.data, "name", "datasets", dataset, where)
+            _check_paths(cfg.data, dataset, others, where)
         if fold is not None:
             folds = list(cfg.data.get("folds") or [])
             if int(fold) not in folds:
@@ -57,6 +60,17 @@ def _entry(cfg: DictConfig, group: str, name: str, where: str) -> DictConfig:
         raise KeyError(f"{where}: select names {group}.{name}, but {group} has only {sorted(entries)} "
                        f"(they come from params/experiment/*.yaml)")
     return entries[name]
+
+
+def _check_paths(data: DictConfig, dataset: str, others: set[str], where: str) -> None:
+    """A dataset's directories must not name another dataset: ``manifests/${data.name}`` composed under
+    ``datasets.<name>`` resolves to the single `data`'s name (params/data/*.yaml: use ``${.name}``)."""
+    for key in ("manifest_dir", "cache_dir"):
+        path = str(data.get(key))
+        named = sorted(others & set(PurePath(path).parts))
+        if named:
+            raise ValueError(f"{where}: datasets.{dataset}.{key} is {path!r}, a directory of dataset {named[0]!r}: "
+                             f"params/data/{dataset}.yaml must build it from ${{.name}}, not ${{data.name}}")
 
 
 def _check_name(node: DictConfig, key: str, group: str, name: str, where: str) -> None:

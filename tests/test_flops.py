@@ -1,8 +1,11 @@
+import argparse
 import json
+import types
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from adatosk import flops
@@ -32,7 +35,7 @@ def test_sdpa_handle_counts_what_the_explicit_matmuls_count():
 def test_timm_vit_counts_the_same_with_fused_and_explicit_attention():
     import timm
 
-    model = timm.create_model("vit_tiny_patch16_224", img_size=64, num_classes=3).eval()
+    model = timm.create_model("vit_tiny_patch16_224", img_size=64, depth=2, num_classes=3).eval()
     x = torch.randn(1, 3, 64, 64)
     fused = flops.count_flops(model, (x,), batch_size=1)
     for block in model.blocks:
@@ -75,16 +78,21 @@ def test_variants_resolve_to_registered_names_and_kwargs():
     hyper = {"family": "adatosk", "arch": "vit_base_patch16_160", "img_size": 160, "num_frames": 16,
              "tubelet_size": 2, "drop_path_rate": 0.1, "mask_ratio": 0.7, "eval_mask_ratio": 0.7, "r": 2,
              "soft_mask": "ca+cs", "top_k": 4}
-    base = flops.resolve_variant("videomae", hyper, "tiny", 16, 128)
+    base = flops.resolve_variant("videomae", hyper, "vit_tiny_patch16_128", 16, 128)
     assert base.timm_name == "videomae_vit_tiny_patch16_128"
     assert base.kwargs == {"img_size": 128, "num_frames": 16, "tubelet_size": 2, "drop_path_rate": 0.1}
-    plain = flops.resolve_variant("adatosk", hyper, "base", 16, 160)
+    plain = flops.resolve_variant("adatosk", hyper, "vit_base_patch16_160", 16, 160)
     assert plain.timm_name == "adatosk_vit_base_patch16_160" and plain.kwargs["soft_mask"] == "none"
-    cell = flops.resolve_variant("adatosk_dagger_m25_r4", hyper, "base", 16, 160)
+    cell = flops.resolve_variant("adatosk_dagger_m25_r4", hyper, "vit_base_patch16_160", 16, 160)
     assert (cell.kwargs["mask_ratio"], cell.kwargs["eval_mask_ratio"], cell.kwargs["r"]) == (0.25, 0.25, 4)
-    assert flops.resolve_variant("config", hyper, "tiny", 8, 64).kwargs["img_size"] == 160
+    assert flops.resolve_variant("config", hyper, "vit_tiny_patch16_128", 8, 64).kwargs["img_size"] == 160
     with pytest.raises(ValueError, match="unknown variant"):
-        flops.resolve_variant("adatosk_dagger_m30_r2", hyper, "base", 16, 160)
+        flops.resolve_variant("adatosk_dagger_m30_r2", hyper, "vit_base_patch16_160", 16, 160)
+    args = argparse.Namespace(arch="base", frames=None, size=None, variants=["adatosk_dagger", "table2"])
+    cfg = types.SimpleNamespace(model=OmegaConf.create(hyper))
+    names = [spec.name for spec in flops.specs_from_args(args, cfg, ())]
+    assert names[:2] == ["videomae", "adatosk_dagger"] and len(names) == 2 + 11 - 1  # m70_r2 is adatosk_dagger
+    assert "adatosk_dagger_m70_r2" not in names and "adatosk_dagger_m70_r4" in names
     assert flops.parse_assignments(["mask_ratio=0.5", "r=0", "soft_mask=ca"]) == {
         "mask_ratio": 0.5, "r": 0, "soft_mask": "ca"}
 
@@ -142,7 +150,10 @@ def test_flops_command_prints_the_table_with_the_paper_s_numbers(tmp_path, capsy
     assert rows["adatosk_vit_tiny_patch16_128"]["kwargs"] == {"r": 0, "soft_mask": "none", "img_size": 64,
                                                               "num_frames": 8}
     assert {(row["frames"], row["size"]) for row in rows.values()} == {(8, 64)}
-    assert rows["adatosk_dagger"]["paper_table1"] == [72, 40]
+    assert rows["adatosk_dagger"]["paper_table1"] is None  # quoted for ViT-B at 16x160x160 only
+    base = flops.resolve_variant("adatosk_dagger", rows["adatosk_dagger"]["kwargs"], "vit_base_patch16_160", 16, 160)
+    assert flops.paper_quotes(base) == {"paper_table1": (72, 40), "paper_table2_gflops": 40.12}
+    assert "72" in printed and "40.12" not in printed
     assert rows["adatosk"]["gflops_inference"] < rows["videomae"]["gflops_inference"]
     # r > 0 excludes tokens after the encoder: the note compares the same model with r = 0
     (note,) = result["exclusion_notes"]

@@ -127,14 +127,16 @@ def test_snakemake_builds_exactly_the_dvc_stages(demo_repo):
     assert set(jobs["all"][0]) == produced
 
 
-def test_every_command_writes_where_its_stage_declares(demo_repo):
+@pytest.mark.parametrize("profile", ["demo_repo", "paper_repo"])
+def test_every_command_writes_where_its_stage_declares(profile, request):
     """select.* of a stage's command builds the config whose run_dir / manifest_dir / cache_dir are its outputs."""
     from omegaconf import OmegaConf
 
     from adatosk.grid import select_run
 
-    params = OmegaConf.load(demo_repo / "params.yaml")
-    for address, (cmd, deps, _, outs) in dvc_stages(demo_repo).items():
+    root = request.getfixturevalue(profile)
+    params = OmegaConf.load(root / "params.yaml")
+    for address, (cmd, deps, _, outs) in dvc_stages(root).items():
         select = dict(re.findall(r"select\.(\w+)=(\S+)", cmd))
         if not select:
             continue
@@ -191,3 +193,34 @@ def test_shell_command_uses_torchrun_only_with_gpus():
     assert shell_command(spec, 0) == spec.cmd
     assert shell_command(spec, 4) == ("torchrun --standalone --nproc-per-node=4 -m adatosk train --config "
                                       "params.yaml select.fold=1")
+
+
+def test_select_run_builds_one_run_of_the_grid_and_refuses_what_is_not_in_it():
+    from omegaconf import OmegaConf
+
+    from adatosk.config import load_config, to_container
+    from adatosk.grid import select_run
+
+    demo = to_container(load_config())
+
+    def select(cfg=demo, **keys):
+        return select_run(OmegaConf.merge(OmegaConf.create(cfg), {"select": keys}), "params.yaml")
+
+    cfg = select(dataset="demo", fold=3, variant="adatosk_cs_semantic")
+    assert (cfg.run_dir, cfg.data.fold) == ("runs/demo/adatosk_cs_semantic/fold3", 3)
+    assert (cfg.model.soft_mask, cfg.model.scores, cfg.model.arch) == ("cs", "semantic", "vit_tiny_patch16_128")
+    assert select().run_dir == demo["run_dir"]                                  # nothing selected: unchanged
+    with pytest.raises(KeyError, match="variants.nope"):
+        select(variant="nope")
+    with pytest.raises(ValueError, match="select.fold=9"):
+        select(dataset="demo", fold=9)
+    renamed = OmegaConf.merge(OmegaConf.create(demo), {"variants": {"adatosk": {"variant": "other"}}})
+    with pytest.raises(ValueError, match="variants.adatosk.variant is 'other'"):
+        select(to_container(renamed), variant="adatosk")
+    resized = OmegaConf.merge(OmegaConf.create(demo), {"variants": {"adatosk": {"img_size": 96}}})
+    with pytest.raises(ValueError, match="data.img_size=128 differs from model.img_size=96"):
+        select(to_container(resized), variant="adatosk")
+    crossed = OmegaConf.merge(OmegaConf.create(demo), {"datasets": {"dfew": dict(demo["datasets"]["demo"],
+                                                                                 name="dfew")}})
+    with pytest.raises(ValueError, match="datasets.dfew.manifest_dir is 'manifests/demo'"):
+        select(to_container(crossed), dataset="dfew")

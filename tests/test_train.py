@@ -103,11 +103,28 @@ def test_max_steps_caps_the_run(demo, tmp_path):
     assert torch.load(run / "train_state.pt", weights_only=False)["epoch"] == 1
 
 
+def test_a_finished_run_resumes_only_on_the_same_manifest(demo, tmp_path):
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    source = Path(load_config(demo).data.manifest_dir) / "manifest.csv"
+    (manifests / "manifest.csv").write_bytes(source.read_bytes())
+    cfg = load_config(demo + [f"output_root={tmp_path}", f"data.manifest_dir={manifests}"])
+    first = engine.train(cfg, max_steps=1)
+    (Path(cfg.run_dir) / "log.csv").unlink()  # a resubmitted job's runner removed its outputs
+    assert engine.train(cfg, max_steps=1) == first  # same data: nothing left to train, logs rewritten
+    assert (Path(cfg.run_dir) / "log.csv").is_file()
+    lines = source.read_text().splitlines(keepends=True)
+    (manifests / "manifest.csv").write_text("".join(lines[:-1]))  # other data: the old state is not this run's
+    with pytest.raises(ValueError, match="manifest"):
+        engine.train(cfg, resume="require", max_steps=1)
+
+
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(demo, tmp_path, monkeypatch):
     """Deterministic mode on CPU: a crash while saving epoch 2's checkpoint, then a resumption, gives the same weights,
     optimiser state and logged metrics as one uninterrupted run; the logs never run ahead of the checkpoint."""
-    common = demo + ["train.epochs=3", "train.deterministic=true", "train.num_workers=1", "model.drop_path_rate=0.1"]
+    common = demo + ["train.epochs=3", "train.deterministic=true", "train.num_workers=1", "model.drop_path_rate=0.1",
+                     "train.mixup=0.8", "train.cutmix=1.0"]
     straight = common + [f"output_root={tmp_path / 'straight'}"]
     resumed = common + [f"output_root={tmp_path / 'resumed'}"]
     reference = engine.train(load_config(straight))
@@ -138,14 +155,17 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(demo, tmp_path,
     a = torch.load(run_dir_of(straight) / "train_state.pt", weights_only=False)
     b = torch.load(run / "train_state.pt", weights_only=False)
     assert_same_weights(a["model"], b["model"])
-    assert_same_weights(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for param in a["optimizer"]["state"]:                      # AdamW moments and step counts of every parameter
+        assert_same_weights(a["optimizer"]["state"][param], b["optimizer"]["state"][param])
     assert a["rng"][0]["mixup"] == b["rng"][0]["mixup"] and torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
     assert (run_dir_of(straight) / "checkpoint/last/model.safetensors").read_bytes() == \
         (run / "checkpoint/last/model.safetensors").read_bytes()
 
-    # a finished run returns at once; --resume needs a state; another recipe in the same run_dir is refused
+    # a finished run returns at once; --resume needs a state of this very run; another recipe starts afresh
     assert engine.train(load_config(resumed), resume="require") == history
     with pytest.raises(FileNotFoundError, match="--resume"):
         engine.train(load_config(common + [f"output_root={tmp_path / 'none'}"]), resume="require")
-    with pytest.raises(ValueError, match="different run.*train"):
-        engine.train(load_config(resumed + ["train.base_lr=1e-3"]))
+    with pytest.raises(ValueError, match="--resume: .* another run: its train differ"):
+        engine.train(load_config(resumed + ["train.base_lr=1e-3"]), resume="require")
+    assert [row["epoch"] for row in engine.train(load_config(resumed + ["train.base_lr=1e-3"]))] == [1, 2, 3]

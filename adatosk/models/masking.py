@@ -33,7 +33,7 @@ def tube_mask(batch_size: int, num_patches: int, mask_ratio: float, *, generator
     noise = torch.rand(batch_size, num_patches, generator=generator, device=noise_device)
     keep = noise.argsort(dim=1)[:, :n_visible]
     visible = torch.zeros(batch_size, num_patches, dtype=torch.bool, device=noise_device)
-    return visible.scatter_(1, keep, True).to(device)
+    return visible.scatter_(1, keep, 1).to(device)  # value 1, not True: the jit tracer has no bool overload
 
 
 def visible_order(visible: torch.Tensor) -> tuple[torch.Tensor, int]:

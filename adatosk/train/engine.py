@@ -7,10 +7,13 @@ the global batch, split evenly over the ranks.
 Resume: every finished epoch is checkpointed to ``run_dir/train_state.pt`` (model, optimiser, scheduler, grad
 scaler, epoch, every rank's RNG states, the log history). When that file exists, ``adatosk train`` continues
 from it automatically (so a resubmitted SLURM job picks up where the last one stopped, and a finished run
-returns at once); ``--resume`` insists on a state to continue from, ``--restart`` ignores it and starts over.
-A state whose model/data/recipe differ from the current config is refused. The data order is a function of
-(seed, epoch) (DistributedSampler, per-epoch loader and dataset seeds), so with ``train.deterministic`` a
-resumed run equals an uninterrupted one bit for bit on CPU (same world size and thread count).
+returns at once). A state of another run (other model/data/recipe, ``--max-steps`` or package source code) is
+not resumed: training starts afresh with a warning naming what differs, or fails under ``--resume``, which
+insists on continuing; ``--restart`` always starts afresh. A fresh start first removes what an earlier run left
+in run_dir (state, logs, checkpoints, metrics).
+The data order is a function of (seed, epoch) (DistributedSampler, per-epoch loader and dataset seeds), so with
+``train.deterministic`` a resumed run equals an uninterrupted one bit for bit on CPU (same world size and
+thread count).
 
 Per-epoch logs ``log.jsonl`` and ``log.csv`` are rewritten atomically from the history saved in
 ``train_state.pt`` *after* that state is saved: a row never claims an epoch whose checkpoint is missing.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -45,7 +49,7 @@ from adatosk.config import load_config, to_container
 from adatosk.data.dataset import ClipDataset
 from adatosk.data.manifest import read_manifest
 from adatosk.evaluate import load_test_split, score
-from adatosk.io import atomic_path, write_text_atomic
+from adatosk.io import atomic_path, sha256_file, write_text_atomic
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import save_model
 from adatosk.train.distributed import (Amp, DistContext, all_gather_objects, all_reduce_sum, amp_settings, barrier,
@@ -156,7 +160,8 @@ class Trainer:
                 node = node.get(p, {})
             node.pop(leaf, None)
         return {"model": cfg["model"], "train": cfg["train"], "data": cfg["data"], "seed": cfg["seed"],
-                "total_steps": self.total_steps}
+                "total_steps": self.total_steps, "code": code_fingerprint(),
+                "manifest": sha256_file(Path(self.cfg.data.manifest_dir) / "manifest.csv")}
 
     def load_state(self, resume: str) -> None:
         path = self.run_dir / STATE_FILE
@@ -168,8 +173,12 @@ class Trainer:
         mine = self.identity()
         changed = sorted(k for k in mine if state["identity"].get(k) != mine[k])
         if changed:
-            raise ValueError(f"{path} belongs to a different run ({', '.join(changed)} differ from the config): use "
-                             "another run_dir, or --restart to overwrite it")
+            message = f"{path} belongs to another run: its {', '.join(changed)} differ from this one's"
+            if resume == "require":
+                raise ValueError(f"--resume: {message}")
+            if self.ctx.is_main:
+                log.warning("%s; starting afresh", message)
+            return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -204,9 +213,12 @@ class Trainer:
     # --- training ---------------------------------------------------------------------------------------------
     def fit(self, resume: str = "auto") -> list[dict]:
         self.load_state(resume)
+        barrier()  # every rank has read the state before rank 0 may clear the run directory
         if self.ctx.is_main:
             if self.start_epoch == 0:
                 clear_run_dir(self.run_dir)
+            else:  # a resubmitted job's runner may have removed the logs with the job's other outputs
+                write_logs(self.run_dir, self.history)
             write_text_atomic(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
         network = self.model
         if self.ctx.distributed:
@@ -228,7 +240,7 @@ class Trainer:
                 log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             barrier()
         if self.ctx.is_main:
-            self.save_checkpoint("last", self.history[-1] if self.history else {})
+            self.save_checkpoint("last", self.history[-1])
         barrier()
         return self.history
 
@@ -239,7 +251,7 @@ class Trainer:
         self.loader.generator.manual_seed(derive_seed(self.cfg.seed, self.ctx.rank, epoch))  # worker seeds
         network.train()
         clip_grad = self.cfg.train.clip_grad
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, loss_cls, loss_rec, clips (x clips)
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # clip-weighted loss, loss_cls, loss_rec; clips
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=not self.ctx.is_main,
                    dynamic_ncols=True, leave=False)
         for step, batch in zip(range(steps), self.loader):  # range first: stops without fetching a spare batch
@@ -291,8 +303,18 @@ class Trainer:
     def save_checkpoint(self, name: str, row: dict) -> None:
         save_model(self.run_dir / "checkpoint" / name, self.model, to_container(self.cfg.model),
                    int(self.cfg.data.num_classes), list(self.cfg.data.class_names),
-                   extra={"epoch": row.get("epoch", 0), "data": self.cfg.data.name, "fold": int(self.cfg.data.fold),
+                   extra={"epoch": row["epoch"], "data": self.cfg.data.name, "fold": int(self.cfg.data.fold),
                           "log": row, "best": self.best})
+
+
+def code_fingerprint() -> str:
+    """sha256 over the package's Python sources: a state saved by other code is not resumed (a pipeline that
+    re-runs training after a code change must retrain, not return the old run's finished state)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
 
 
 def clear_run_dir(run_dir: Path) -> None:
