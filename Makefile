@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/adatosk tables --print
 
 test: $(STAMP)
-	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2
 
 # params.yaml is the composition of params/ (what `dvc exp run` does); recompose it after editing params/.
 params: $(STAMP)

@@ -30,8 +30,10 @@ def write_run(root, dataset, variant, fold, seed):
 
 @pytest.fixture
 def demo_grid(tmp_path):
-    """The demo grid, with 2 folds of two Table 1 variants, fold 1 only of adatosk_dagger, and one ablation run."""
+    """The demo grid over all 5 folds, with 2 folds of two Table 1 variants, fold 1 only of adatosk_dagger, and
+    one ablation run."""
     cfg = to_container(load_config())
+    cfg["grid"]["main"]["splits"] = [{"dataset": "demo", "fold": k} for k in range(1, 6)]
     runs = tmp_path / "runs"
     made = {}
     for variant, folds in (("videomae", (1, 2)), ("adatosk", (1, 2)), ("adatosk_dagger", (1,))):
