@@ -5,6 +5,9 @@ Every command of the CLI calls :func:`load_config`. Two sources are supported:
 * the config groups in ``params/`` (``model``, ``data``, ``train``, ``experiment``) composed by Hydra, with
   overrides such as ``model=videomae train.epochs=1``;
 * an already composed file (``params.yaml``, written by DVC's Hydra support), with dotted overrides only.
+
+Either way ``select.dataset`` / ``select.fold`` / ``select.variant`` pick one run of the pipeline's grid
+(:func:`adatosk.grid.select_run`), which is how every ``dvc.yaml`` stage names its run.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from adatosk.grid import select_run
 
 PARAMS_ENV = "ADATOSK_PARAMS"
 
@@ -55,8 +60,6 @@ def load_config(overrides: Sequence[str] = (), config_file: str | os.PathLike[st
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(params_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
-    from adatosk.grid import select_run
-
     cfg = select_run(cfg, str(config_file or params_dir()))
     OmegaConf.resolve(cfg)
     OmegaConf.set_readonly(cfg, False)
