@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -33,7 +32,7 @@ from adatosk.data.cache import CorruptClipError
 from adatosk.data.facecrop import CropParams, NoFaceError, crop_face_track
 from adatosk.data.sampling import test_indices
 from adatosk.data.transforms import normalize_clip, resize_clip
-from adatosk.data.video import VideoDecodeError, read_video
+from adatosk.data.video import VideoDecodeError, read_video, video_fps
 from adatosk.evaluate import mask_views_of, view_masks
 from adatosk.models.checkpoint import load_model
 from adatosk.train.distributed import Amp, amp_settings, resolve_device
@@ -70,16 +69,6 @@ def plan_windows(n_frames: int, *, num_frames: int, stride: int = 4, hop: int | 
     views = test_indices(n_frames, num_frames=num_frames, stride=stride, num_views=num_views)  # [V, T]
     return [Window(i, frames, int(frames[0]), min(int(frames[-1]) + stride - 1, n_frames - 1))
             for i, frames in enumerate(views)]
-
-
-def video_fps(path: str | Path) -> float | None:
-    """The frame rate a video file declares (None if it declares none)."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        fps = float(capture.get(cv2.CAP_PROP_FPS))
-    finally:
-        capture.release()
-    return fps if math.isfinite(fps) and fps > 0 else None
 
 
 def window_clip(frames: np.ndarray, window: Window) -> torch.Tensor:

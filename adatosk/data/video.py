@@ -7,6 +7,7 @@ naming the file and each decoder's complaint.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable
@@ -115,3 +116,13 @@ def read_clip(path: str | os.PathLike[str]) -> np.ndarray:
     """A clip stored either as a folder of frame images or as a video file: uint8 RGB ``[T, H, W, 3]``."""
     path = Path(path)
     return read_frames_dir(path) if path.is_dir() else read_video(path)
+
+
+def video_fps(path: str | os.PathLike[str]) -> float | None:
+    """The frame rate a video file declares (None if it declares none)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+    return fps if math.isfinite(fps) and fps > 0 else None
