@@ -419,8 +419,9 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as error:
         return fail(f"cannot load checkpoint {checkpoint}: {error}")
     if not isinstance(model, AdaTosk):
-        return fail(f"{checkpoint} holds a {meta.get('model')} model, which has no soft mask; explain needs an "
-                    f"AdaTosk model (model.family=adatosk)")
+        return fail(f"{checkpoint} holds a {meta.get('model')} model (variant {meta['model_cfg'].get('variant')}), "
+                    f"which has no soft mask; explain needs an AdaTosk model (model.family=adatosk; the pipeline's "
+                    f"grid.figures.variants may list AdaTosk variants only)")
     out_dir = Path(args.out)
     try:
         if cfg is not None:

@@ -1,10 +1,11 @@
 """The demo pipeline end to end on a reduced grid, in a temporary copy of the repository.
 
 The copy gets an experiment `smoke` (the demo at 8x64x64, one epoch, a 28-clip demo set, folds 1-2, two variants)
-made the default in its params/config.yaml, so that `dvc exp run -S ...` composes it too. Then:
-DVC runs the DAG (and a second `dvc repro` does nothing); a changed param marks exactly the stages that read it;
-push to a local remote, fresh clone, pull, nothing to rerun for DVC nor Snakemake; `dvc exp run -S` +
-`dvc exp show`. The tests share one repository and run in this order. (tests/test_pipeline_slurm.py runs the same DAG under `snakemake --profile slurm`.)
+made the default in its params/config.yaml, so that `dvc exp run -S ...` composes it too. Then: DVC runs the DAG,
+Fig. 3 of one run included (and a second `dvc repro` does nothing); a changed param marks exactly the stages that
+read it; push to a local remote, fresh clone, pull, nothing to rerun for DVC nor Snakemake; `dvc exp run -S` +
+`dvc exp show`. The tests share one repository and run in this order. (tests/test_pipeline_slurm.py runs the same
+DAG under `snakemake --profile slurm`.)
 """
 
 import json
@@ -36,10 +37,12 @@ grid:
     splits: [{dataset: demo, fold: 1}, {dataset: demo, fold: 2}]
     variants: [videomae, adatosk_dagger]
   ablation: {splits: [], variants: []}
+  figures: {splits: [{dataset: demo, fold: 1}], variants: [adatosk_dagger]}
   efficiency: {flops: adatosk_dagger, bench: adatosk_dagger, bench_iters: 1}
 """
 MAIN_STAGES = {f"{s}@split{k}-{v}" for s in ("train", "evaluate") for k in (0, 1) for v in ("videomae", "adatosk_dagger")}
 DATA_STAGES = {"demo_data@demo", "download_verify@demo", "face_crop@demo", "manifest@demo"}
+FIGURES = "explain@split0-adatosk_dagger"
 
 
 def make_smoke_repo(dest: Path, overrides=()) -> Path:
@@ -64,6 +67,28 @@ def changed_stages(root: Path) -> set[str]:
     return {name.split(":")[-1] for name in status}
 
 
+def check_figures(root: Path, variant: str, fold: int) -> None:
+    """The explain stage drew the first test clip of every class of the run, each a PNG of the figure's size."""
+    from PIL import Image
+
+    from adatosk.data.manifest import read_manifest
+    from adatosk.explain import FigureLayout
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    model = params["variants"][variant]
+    grid = model["img_size"] // 16                                   # vit_tiny_patch16: 16 px patches
+    size = list(FigureLayout.create(model["num_frames"], model["tubelet_size"], grid).size)
+    manifest = read_manifest(root / "manifests/demo/manifest.csv")
+    test = manifest[(manifest.fold == fold) & (manifest.split == "test")]
+    figures = root / f"results/figures/demo/{variant}/fold{fold}"
+    summaries = [json.loads(path.read_text()) for path in sorted(figures.glob("*.json"))]
+    assert sorted(s["label"] for s in summaries) == sorted(set(test.label))   # one clip per class
+    for summary in summaries:
+        assert summary["source"] in set(test.clip_id) and (summary["variant"], summary["fold"]) == (variant, fold)
+        with Image.open(figures / summary["image"]) as image:
+            assert (image.format, list(image.size)) == ("PNG", size) and summary["image_size"] == size
+
+
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     """The smoke repository after one `dvc repro`, and that run's output."""
@@ -74,7 +99,7 @@ def repro(tmp_path_factory):
 
 def test_dvc_repro_runs_the_demo_dag_once(repro):
     root, output = repro
-    assert ran_stages(output) == DATA_STAGES | MAIN_STAGES | {"flops", "bench", "tables"}
+    assert ran_stages(output) == DATA_STAGES | MAIN_STAGES | {FIGURES, "flops", "bench", "tables"}
     for variant in ("videomae", "adatosk_dagger"):
         for fold in (1, 2):
             run_dir = root / "runs" / "demo" / variant / f"fold{fold}"
@@ -87,6 +112,7 @@ def test_dvc_repro_runs_the_demo_dag_once(repro):
     assert f"{sum(war) / 2:.2f} ± " in next(line for line in table1.splitlines() if line.startswith("| VideoMAE |"))
     assert "| 66.76 | 77.54 | 46.28 | 56.52 | 44.15 | 57.92 |" in table1        # AdaTosk-dagger, quoted
     assert (root / "results/tables/confusion_demo_adatosk_dagger.png").is_file()
+    check_figures(root, "adatosk_dagger", fold=1)
     second = run([BIN / "dvc", "repro"], root)
     assert ran_stages(second.stdout) == set()
     assert "up to date" in run([BIN / "dvc", "status"], root).stdout
@@ -101,10 +127,11 @@ def test_a_param_marks_exactly_the_stages_that_read_it(repro):
     cases = [
         (["variants.videomae.drop_path_rate=0.05"], {"train@split0-videomae", "train@split1-videomae"}),
         (["train.epochs=2"], {s for s in MAIN_STAGES if s.startswith("train@")}),
-        (["evaluate.mask_seed=3"], {s for s in MAIN_STAGES if s.startswith("evaluate@")}),
+        (["evaluate.mask_seed=3"], {s for s in MAIN_STAGES if s.startswith("evaluate@")} | {FIGURES}),
+        (["evaluate.batch_size=2"], {s for s in MAIN_STAGES if s.startswith("evaluate@")}),
         (["grid.efficiency.bench_iters=2"], {"flops", "bench"}),
         (["data.generator.noise=4.0"], {"demo_data@demo"}),
-        (["data.sampling.stride=2"], MAIN_STAGES),
+        (["data.sampling.stride=2"], MAIN_STAGES | {FIGURES}),
     ]
     try:
         for overrides, expected in cases:
@@ -142,7 +169,8 @@ def test_exp_run_trains_again_on_the_narrowed_grid_and_exp_show_lists_it(repro):
     overrides = ["train.epochs=2", "grid.main.splits=[{dataset:demo,fold:1}]", "grid.main.variants=[adatosk_dagger]"]
     result = run([BIN / "dvc", "exp", "run"] + [a for o in overrides for a in ("-S", o)], root, timeout=600)
     # the old state (one epoch) belongs to another run: the engine starts afresh and trains two epochs
-    assert ran_stages(result.stdout) == {"train@split0-adatosk_dagger", "evaluate@split0-adatosk_dagger", "tables"}
+    assert ran_stages(result.stdout) == {"train@split0-adatosk_dagger", "evaluate@split0-adatosk_dagger", FIGURES,
+                                         "tables"}
     log = (root / "runs/demo/adatosk_dagger/fold1/log.csv").read_text().splitlines()
     assert len(log) == 1 + 2
     assert yaml.safe_load((root / "params.yaml").read_text())["train"]["epochs"] == 2

@@ -147,11 +147,17 @@ def test_every_command_writes_where_its_stage_declares(profile, request):
                 assert f"{cfg.data.manifest_dir}/manifest.csv" in outs
             if address.startswith("face_crop@"):
                 assert cfg.data.cache_dir in outs
-            if address.startswith(("train", "evaluate")):
+            if address.startswith(("train", "evaluate", "explain")):
                 assert {f"{cfg.data.manifest_dir}/manifest.csv", cfg.data.cache_dir} <= deps
-        if address.startswith(("train", "evaluate")):
+        if address.startswith(("train", "evaluate", "explain")):
             assert cfg.model.variant == select["variant"] and cfg.data.fold == int(select["fold"])
+        if address.startswith(("train", "evaluate")):
             assert all(o.startswith(cfg.run_dir + "/") for o in outs), (address, cfg.run_dir)
+        if address.startswith("explain@"):
+            # explain reads the run's reported model; its figures stay out of runs/, which `tables` reads whole
+            assert f"{cfg.run_dir}/checkpoint/last" in deps, (address, cfg.run_dir)
+            out = f"results/figures/{cfg.data.name}/{cfg.model.variant}/fold{cfg.data.fold}"
+            assert outs == {out} and f"--out {out}" in cmd, address
         if address.startswith("demo_data@"):
             assert cfg.data.root in outs
 
@@ -180,11 +186,50 @@ def test_paper_profile_dry_run_lists_the_paper_grid_on_gpus(paper_repo):
         _, _, res, shell = jobs[name]
         assert res["gpu"] == "8" and res["slurm_partition"] == "a100", name
         assert "torchrun --standalone --nproc-per-node=8 -m adatosk train --config params.yaml" in shell
-    for name in ("manifest__dfew", "face_crop__mafw", "tables"):
+    explain = [n for n in jobs if n.startswith("explain__")]
+    assert explain == ["explain__split0_adatosk_dagger"]
+    assert "select.dataset=dfew select.fold=1 select.variant=adatosk_dagger" in jobs[explain[0]][3]
+    for name in ("manifest__dfew", "face_crop__mafw", "explain__split0_adatosk_dagger", "tables"):
         _, _, res, shell = jobs[name]
         assert "gpu" not in res and res["slurm_partition"] == "short", name
         assert "torchrun" not in shell
     assert not any(n.startswith("demo_data") for n in jobs)
+
+
+@pytest.mark.parametrize("profile", ["demo_repo", "paper_repo"])
+def test_figures_draw_trained_runs_of_adatosk_variants(profile, request):
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.load(request.getfixturevalue(profile) / "params.yaml")
+    grid = params.grid
+
+    def runs(group: str) -> set[tuple[str, int, str]]:
+        return {(s.dataset, s.fold, v) for s in grid[group].splits for v in grid[group].variants}
+
+    assert runs("figures") and runs("figures") <= runs("main") | runs("ablation")
+    assert {params.variants[v].family for v in grid.figures.variants} == {"adatosk"}
+
+
+def test_explain_of_a_run_without_soft_mask_names_the_grid_to_fix(tmp_path, capsys, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from adatosk import cli
+    from adatosk.grid import run_dir
+    from adatosk.models import create_model_from_config
+    from adatosk.models.checkpoint import save_model
+
+    params = OmegaConf.to_container(OmegaConf.load(REPO / "params.yaml"), resolve=True)
+    model_cfg, classes = params["variants"]["videomae"], params["datasets"]["demo"]["class_names"]
+    monkeypatch.chdir(tmp_path)                           # the run directory is relative: runs/...
+    checkpoint = Path(run_dir(params["output_root"], "demo", "videomae", 1)) / "checkpoint" / "last"
+    save_model(checkpoint, create_model_from_config(model_cfg, len(classes)), model_cfg, len(classes), classes)
+    code = cli.main(["explain", "--config", str(REPO / "params.yaml"), "select.dataset=demo", "select.fold=1",
+                     "select.variant=videomae", "--per-class", "1", "--out", "figures"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"{checkpoint} holds a videomae_vit_tiny_patch16_128 model (variant videomae)" in err
+    assert "no soft mask" in err and "grid.figures.variants" in err
+    assert not (tmp_path / "figures").exists()
 
 
 def test_shell_command_uses_torchrun_only_with_gpus():

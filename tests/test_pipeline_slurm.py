@@ -40,8 +40,8 @@ def test_fake_slurm_runs_the_dag_with_torchrun(slurm_run):
     jobs = [json.loads(p.read_text()) for p in sorted((state / "jobs").glob("*.json"))]
     by_rule = {re.search(r"--comment rule_(\w+)", " ".join(j["args"])).group(1): j for j in jobs}
     assert set(by_rule) == {"demo_data__demo", "download_verify__demo", "face_crop__demo", "manifest__demo",
-                            "train__split0_adatosk_dagger", "evaluate__split0_adatosk_dagger", "flops", "bench",
-                            "tables"}
+                            "train__split0_adatosk_dagger", "evaluate__split0_adatosk_dagger",
+                            "explain__split0_adatosk_dagger", "flops", "bench", "tables"}
     for name, job in by_rule.items():
         gpu_stage = name.startswith(("train__", "evaluate__", "bench"))
         assert job["partition"] == ("gpu" if gpu_stage else "cpu"), name
@@ -53,6 +53,7 @@ def test_fake_slurm_runs_the_dag_with_torchrun(slurm_run):
     assert "torchrun --standalone --nproc-per-node=1 -m adatosk train --config params.yaml" in job_log
     assert (root / "runs/demo/adatosk_dagger/fold1/metrics.json").is_file()
     assert (root / "results/tables/table1.md").is_file()
+    assert list((root / "results/figures/demo/adatosk_dagger/fold1").glob("*.png"))
 
 
 def test_a_resubmitted_training_job_continues_from_its_state(slurm_run):

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from adatosk.data.video import VideoDecodeError, frame_files, read_clip, read_frames_dir, read_video
+from adatosk.data.video import (VideoDecodeError, frame_files, read_clip, read_frame_files, read_frames_dir,
+                                read_video)
 
 DATA = Path(__file__).parent / "data"
 
@@ -87,6 +88,8 @@ def test_frame_folder_in_natural_order_as_rgb(tmp_path):
     assert frames.shape == (4, 4, 6, 3)
     assert frames[:, 0, 0, 0].tolist() == [1, 2, 10, 11] and frames[..., 1:].max() == 0
     assert np.array_equal(read_clip(tmp_path), frames)
+    subset = read_frame_files([tmp_path / "frame_10.png", tmp_path / "frame_1.png"])  # in the order given
+    assert subset.shape == (2, 4, 6, 3) and subset[:, 0, 0, 0].tolist() == [10, 1]
 
 
 def test_frame_folder_errors_name_the_folder_or_file(tmp_path):
@@ -97,7 +100,8 @@ def test_frame_folder_errors_name_the_folder_or_file(tmp_path):
     with pytest.raises(VideoDecodeError, match="2.png"):
         read_frames_dir(tmp_path)
     _write_png(tmp_path / "2.png", 0, size=(8, 8))
-    with pytest.raises(VideoDecodeError, match="2.png is 8x8"):
-        read_frames_dir(tmp_path)
+    _write_png(tmp_path / "3.png", 0, size=(8, 8))
+    with pytest.raises(VideoDecodeError, match=r"differ in size \(w, h\): \{'1.png': \(6, 4\), '2.png': \(8, 8\)\}$"):
+        read_frames_dir(tmp_path)  # the first frame of each size
     with pytest.raises(FileNotFoundError, match="nowhere"):
         read_frames_dir(tmp_path / "nowhere")

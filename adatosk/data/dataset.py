@@ -20,7 +20,7 @@ import torch
 from adatosk.data.cache import open_clip
 from adatosk.data.sampling import test_indices, train_indices
 from adatosk.data.transforms import ClipAugment, normalize_clip, resize_clip
-from adatosk.data.video import VideoDecodeError, frame_files, read_video
+from adatosk.data.video import VideoDecodeError, frame_files, read_frame_files, read_video
 
 MANIFEST_COLUMNS = ("clip_id", "path", "label", "fold", "split")
 
@@ -70,15 +70,8 @@ class _FolderSource:
         return len(self.files)
 
     def read(self, indices: np.ndarray) -> np.ndarray:
-        unique, inverse = np.unique(indices, return_inverse=True)
-        images = {self.files[k]: cv2.imread(str(self.files[k]), cv2.IMREAD_COLOR) for k in unique}
-        unreadable = [str(file) for file, image in images.items() if image is None]
-        if unreadable:
-            raise VideoDecodeError(f"cannot decode frame images {unreadable}")
-        sizes = {file.name: image.shape[1::-1] for file, image in images.items()}
-        if len(set(sizes.values())) > 1:
-            raise VideoDecodeError(f"frames of {self.files[0].parent} differ in size (w, h): {sizes}")
-        return np.ascontiguousarray(np.stack(list(images.values()))[inverse, ..., ::-1])  # BGR -> RGB
+        unique, inverse = np.unique(indices, return_inverse=True)  # each frame decoded once
+        return read_frame_files([self.files[k] for k in unique])[inverse]
 
 
 class _VideoSource:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -92,6 +92,21 @@ def frame_files(folder: str | os.PathLike[str]) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
+def read_frame_files(files: Sequence[Path]) -> np.ndarray:
+    """Frame images (all of one size) in the order of ``files``: uint8 RGB ``[T, H, W, 3]``."""
+    images = [cv2.imread(str(file), cv2.IMREAD_COLOR) for file in files]  # BGR
+    unreadable = [str(file) for file, image in zip(files, images) if image is None]
+    if unreadable:
+        raise VideoDecodeError(f"cannot decode frame images {unreadable}")
+    first_of_size: dict[tuple[int, int], str] = {}  # (w, h) -> the first file of that size
+    for file, image in zip(files, images):
+        first_of_size.setdefault(image.shape[1::-1], file.name)
+    if len(first_of_size) > 1:
+        sizes = {name: size for size, name in first_of_size.items()}
+        raise VideoDecodeError(f"frames of {files[0].parent} differ in size (w, h): {sizes}")
+    return np.ascontiguousarray(np.stack(images)[..., ::-1])
+
+
 def read_frames_dir(folder: str | os.PathLike[str]) -> np.ndarray:
     """The frames of a folder of images (all of one size): uint8 RGB ``[T, H, W, 3]``."""
     folder = Path(folder)
@@ -100,16 +115,7 @@ def read_frames_dir(folder: str | os.PathLike[str]) -> np.ndarray:
     files = frame_files(folder)
     if not files:
         raise VideoDecodeError(f"no frame images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
-    frames = []
-    for file in files:
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        if image is None:
-            raise VideoDecodeError(f"cannot decode frame image {file}")
-        if frames and image.shape != frames[0].shape:
-            raise VideoDecodeError(f"frame {file} is {image.shape[1]}x{image.shape[0]} but the first frame of "
-                                   f"{folder} is {frames[0].shape[1]}x{frames[0].shape[0]}")
-        frames.append(image)
-    return np.ascontiguousarray(np.stack(frames)[..., ::-1])
+    return read_frame_files(files)
 
 
 def read_clip(path: str | os.PathLike[str]) -> np.ndarray:
