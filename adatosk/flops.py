@@ -50,7 +50,7 @@ PAPER_TABLE2: dict[tuple[float, int], float] = {
 MASK_RATIOS = (0.25, 0.5, 0.7)
 EXCLUSIONS = (0, 2, 4, 6)
 
-ARCHS: dict[str, tuple[str, int]] = {"base": ("vit_base_patch16_160", 160), "tiny": ("vit_tiny_patch16_128", 128)}
+ARCHS: dict[str, tuple[str, int]] = {"base": ("vit_base_patch16_160", 160), "tiny": ("vit_tiny_patch16_64", 64)}
 # Named variants: the keys that define them, on top of the AdaTosk hyper-parameters of the config.
 VARIANTS: dict[str, dict[str, Any]] = {
     "videomae": {"family": "videomae"},

@@ -16,7 +16,7 @@ CLASSES = ["happy", "sad", "neutral"]
 
 
 def model_cfg(variant: str) -> dict:
-    cfg = load_config([f"model={variant}", "model.arch=vit_tiny_patch16_128", "model.img_size=32",
+    cfg = load_config([f"model={variant}", "model.arch=vit_tiny_patch16_64", "model.img_size=32",
                        "model.num_frames=4"])
     return to_container(cfg.model)
 

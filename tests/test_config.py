@@ -7,7 +7,7 @@ from adatosk.config import load_config, params_dir, to_container
 def test_default_config_is_the_demo_experiment():
     cfg = load_config()
     assert cfg.model.variant == "adatosk_dagger"
-    assert cfg.model.arch == "vit_tiny_patch16_128"  # experiment=demo shrinks every variant
+    assert cfg.model.arch == "vit_tiny_patch16_64"  # experiment=demo shrinks every variant
     assert cfg.data.name == "demo"
     assert cfg.data.img_size == cfg.model.img_size
     assert cfg.run_dir == f"runs/demo/adatosk_dagger/fold{cfg.data.fold}"

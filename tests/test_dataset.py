@@ -107,6 +107,23 @@ def test_test_sample_has_the_temporal_views(dataset_dir, packed):
             np.testing.assert_array_equal(frame_ids(video[view], clip), expected[view])
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_single_frame_control_shows_one_sampled_frame_repeated(dataset_dir, train):
+    manifest, cfg, _, _ = dataset_dir
+    cfg = {**cfg, "augment": IDENTITY_AUGMENT, "sampling": {**cfg["sampling"], "single_frame": True}}
+    dataset = ClipDataset(manifest, cfg, fold=1, split="train", train=train, seed=3)
+    for i, clip in enumerate(dataset.clip_ids):
+        video = dataset[i]["video"]
+        views = video[None] if train else video  # [V, 3, T, S, S]
+        sampled = (train_indices(LENGTHS[clip], dataset.rng(i), num_frames=FRAMES, stride=4, window=32)[None]
+                   if train else sample_test_indices(LENGTHS[clip], num_frames=FRAMES, stride=4, num_views=2))
+        for view, allowed in zip(views, sampled):
+            ids = frame_ids(view, clip)
+            assert len(set(ids)) == 1 and ids[0] in allowed
+            assert torch.equal(view, view[:, :1].expand_as(view))  # the whole frame repeats, not just a pixel
+        assert torch.equal(dataset[i]["video"], video)  # deterministic per (seed, epoch, index)
+
+
 def test_cache_and_frame_folders_give_the_same_tensors(dataset_dir):
     manifest, cfg, _, cache = dataset_dir
     from_folders = ClipDataset(manifest, cfg, fold=1, split="train", train=False)

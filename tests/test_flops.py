@@ -78,14 +78,14 @@ def test_variants_resolve_to_registered_names_and_kwargs():
     hyper = {"family": "adatosk", "arch": "vit_base_patch16_160", "img_size": 160, "num_frames": 16,
              "tubelet_size": 2, "drop_path_rate": 0.1, "mask_ratio": 0.7, "eval_mask_ratio": 0.7, "r": 2,
              "soft_mask": "ca+cs", "top_k": 4}
-    base = flops.resolve_variant("videomae", hyper, "vit_tiny_patch16_128", 16, 128)
-    assert base.timm_name == "videomae_vit_tiny_patch16_128"
+    base = flops.resolve_variant("videomae", hyper, "vit_tiny_patch16_64", 16, 128)
+    assert base.timm_name == "videomae_vit_tiny_patch16_64"
     assert base.kwargs == {"img_size": 128, "num_frames": 16, "tubelet_size": 2, "drop_path_rate": 0.1}
     plain = flops.resolve_variant("adatosk", hyper, "vit_base_patch16_160", 16, 160)
     assert plain.timm_name == "adatosk_vit_base_patch16_160" and plain.kwargs["soft_mask"] == "none"
     cell = flops.resolve_variant("adatosk_dagger_m25_r4", hyper, "vit_base_patch16_160", 16, 160)
     assert (cell.kwargs["mask_ratio"], cell.kwargs["eval_mask_ratio"], cell.kwargs["r"]) == (0.25, 0.25, 4)
-    assert flops.resolve_variant("config", hyper, "vit_tiny_patch16_128", 8, 64).kwargs["img_size"] == 160
+    assert flops.resolve_variant("config", hyper, "vit_tiny_patch16_64", 8, 64).kwargs["img_size"] == 160
     with pytest.raises(ValueError, match="unknown variant"):
         flops.resolve_variant("adatosk_dagger_m30_r2", hyper, "vit_base_patch16_160", 16, 160)
     args = argparse.Namespace(arch="base", frames=None, size=None, variants=["adatosk_dagger", "table2"])
@@ -117,7 +117,7 @@ def test_videomae_vit_base_counts_videomae_s_published_flops():
 
 @pytest.fixture(scope="module")
 def tiny_counts():
-    return {name: flops.model_flops(_build(f"{name}_vit_tiny_patch16_128"), 16, 128)
+    return {name: flops.model_flops(_build(f"{name}_vit_tiny_patch16_64"), 16, 64)
             for name in ("videomae", "adatosk")}
 
 
@@ -140,14 +140,14 @@ def test_flops_command_prints_the_table_with_the_paper_s_numbers(tmp_path, capsy
     from adatosk.cli import main
 
     out = tmp_path / "flops.json"
-    assert main(["flops", "--arch", "tiny", "--frames", "8", "--size", "64", "--models", "adatosk_vit_tiny_patch16_128",
+    assert main(["flops", "--arch", "tiny", "--frames", "8", "--size", "64", "--models", "adatosk_vit_tiny_patch16_64",
                  "--set", "r=0", "soft_mask=none", "img_size=64", "num_frames=8", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "quoted" in printed and "mae_dfer" in printed
     result = json.loads(out.read_text())
     rows = {row["name"]: row for row in result["rows"]}
-    assert list(rows) == ["videomae", "adatosk", "adatosk_dagger", "adatosk_vit_tiny_patch16_128"]
-    assert rows["adatosk_vit_tiny_patch16_128"]["kwargs"] == {"r": 0, "soft_mask": "none", "img_size": 64,
+    assert list(rows) == ["videomae", "adatosk", "adatosk_dagger", "adatosk_vit_tiny_patch16_64"]
+    assert rows["adatosk_vit_tiny_patch16_64"]["kwargs"] == {"r": 0, "soft_mask": "none", "img_size": 64,
                                                               "num_frames": 8}
     assert {(row["frames"], row["size"]) for row in rows.values()} == {(8, 64)}
     assert rows["adatosk_dagger"]["paper_table1"] is None  # quoted for ViT-B at 16x160x160 only

@@ -22,7 +22,7 @@ MICRO = dict(img_size=32, patch_size=8, num_frames=8, embed_dim=32, depth=2, num
              decoder_num_heads=2, head_hidden_dim=48, mask_ratio=0.5, top_k=2, r=2)
 
 
-def micro(name: str = "adatosk_vit_tiny_patch16_128", num_classes: int = 5, **kwargs) -> torch.nn.Module:
+def micro(name: str = "adatosk_vit_tiny_patch16_64", num_classes: int = 5, **kwargs) -> torch.nn.Module:
     args = dict(MICRO, **kwargs)
     if name.startswith("videomae"):
         args = {k: v for k, v in args.items() if k in ("img_size", "patch_size", "num_frames", "embed_dim", "depth",
@@ -98,7 +98,7 @@ def test_sinusoid_table_matches_the_definition():
 
 
 def test_baseline_encoder_equals_adatosk_encoder_with_no_masking():
-    baseline = micro("videomae_vit_tiny_patch16_128").eval()
+    baseline = micro("videomae_vit_tiny_patch16_64").eval()
     model = micro(mask_ratio=0.0, eval_mask_ratio=0.0).eval()
     result = model.load_state_dict(baseline.state_dict(), strict=False)
     assert [k for k in result.missing_keys if k.startswith("encoder.")] == ["encoder.norm.weight", "encoder.norm.bias"]
@@ -188,7 +188,7 @@ def test_training_output_combines_both_losses():
 
 
 def test_videomae_training_output_and_attributes():
-    model = micro("videomae_vit_tiny_patch16_128").train()
+    model = micro("videomae_vit_tiny_patch16_64").train()
     out = model(clip(), torch.tensor([1, 2]))
     assert out.loss_rec.item() == 0.0 and out.soft_mask is None and out.visible is None
     torch.testing.assert_close(out.loss, out.loss_cls)
@@ -219,7 +219,7 @@ def test_timm_conventions():
         assert model.forward_head(tokens, pre_logits=True).shape == (2, 32)
     model.reset_classifier(11)
     assert model.num_classes == 11 and model(x, visible=visible).shape == (2, 11)
-    baseline = micro("videomae_vit_tiny_patch16_128").eval()
+    baseline = micro("videomae_vit_tiny_patch16_64").eval()
     baseline.reset_classifier(3)
     assert baseline(x).shape == (2, 3) and baseline.forward_features(x).shape == (2, 64, 32)
 
@@ -309,7 +309,7 @@ def test_vit_base_registered_and_one_clip_forward():
         assert model(torch.randn(1, 3, 16, 160, 160)).shape == (1, 7)
     baseline = timm.create_model("videomae_vit_base_patch16_160", num_classes=7)
     assert baseline.encoder.pos_embed.shape == (1, 800, 768)
-    tiny = timm.create_model("adatosk_vit_tiny_patch16_128", num_classes=7)
+    tiny = timm.create_model("adatosk_vit_tiny_patch16_64", num_classes=7)
     assert (tiny.embed_dim, len(tiny.encoder.blocks), tiny.encoder.blocks[0].attn.num_heads) == (192, 4, 3)
     assert (tiny.decoder.embed.out_features, tiny.decoder.blocks[0].attn.num_heads) == (128, 4)
     assert tiny.head.fc1.out_features == 768

@@ -227,7 +227,7 @@ def test_explain_of_a_run_without_soft_mask_names_the_grid_to_fix(tmp_path, caps
                      "select.variant=videomae", "--per-class", "1", "--out", "figures"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert f"{checkpoint} holds a videomae_vit_tiny_patch16_128 model (variant videomae)" in err
+    assert f"{checkpoint} holds a videomae_vit_tiny_patch16_64 model (variant videomae)" in err
     assert "no soft mask" in err and "grid.figures.variants" in err
     assert not (tmp_path / "figures").exists()
 
@@ -253,7 +253,7 @@ def test_select_run_builds_one_run_of_the_grid_and_refuses_what_is_not_in_it():
 
     cfg = select(dataset="demo", fold=3, variant="adatosk_cs_semantic")
     assert (cfg.run_dir, cfg.data.fold) == ("runs/demo/adatosk_cs_semantic/fold3", 3)
-    assert (cfg.model.soft_mask, cfg.model.scores, cfg.model.arch) == ("cs", "semantic", "vit_tiny_patch16_128")
+    assert (cfg.model.soft_mask, cfg.model.scores, cfg.model.arch) == ("cs", "semantic", "vit_tiny_patch16_64")
     assert select().run_dir == demo["run_dir"]                                  # nothing selected: unchanged
     with pytest.raises(KeyError, match="variants.nope"):
         select(variant="nope")

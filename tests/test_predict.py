@@ -26,7 +26,7 @@ IMG_SIZE, NUM_FRAMES = 64, 8
 
 def tiny_model_cfg(variant: str) -> dict:
     """cfg.model of ``variant`` at the tiny width, 64x64, 8 frames."""
-    return to_container(load_config([f"model={variant}", "model.arch=vit_tiny_patch16_128",
+    return to_container(load_config([f"model={variant}", "model.arch=vit_tiny_patch16_64",
                                      f"model.img_size={IMG_SIZE}", f"model.num_frames={NUM_FRAMES}"]).model)
 
 

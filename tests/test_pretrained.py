@@ -140,7 +140,7 @@ def video(frames=FRAMES, size=IMG, seed=0):
 
 def test_finetune_checkpoint_gives_videomae_logits(tmp_path):
     sd = finetune_state()
-    model = create("videomae_vit_tiny_patch16_128", write(tmp_path / "ft.pth", "module", sd))
+    model = create("videomae_vit_tiny_patch16_64", write(tmp_path / "ft.pth", "module", sd))
     assert model.pretrained_report["missing"] == []
     x = video()
     with torch.no_grad():
@@ -149,7 +149,7 @@ def test_finetune_checkpoint_gives_videomae_logits(tmp_path):
 
 def test_pretrain_checkpoint_gives_videomae_encoder_features_in_adatosk(tmp_path):
     sd = pretrain_state()
-    model = create("adatosk_vit_tiny_patch16_128", write(tmp_path / "pt.pth", "model", sd), mask_ratio=0.5)
+    model = create("adatosk_vit_tiny_patch16_64", write(tmp_path / "pt.pth", "model", sd), mask_ratio=0.5)
     report = model.pretrained_report
     assert not [k for k in report["missing"] if k.startswith("encoder.")]
     assert any(k.startswith("decoder.blocks.0.attn") for k in report["unused"])  # VideoMAE's decoder is not used
@@ -163,13 +163,13 @@ def test_pretrain_checkpoint_gives_videomae_encoder_features_in_adatosk(tmp_path
 
 
 def test_pretrain_checkpoint_into_the_baseline_and_finetune_into_adatosk(tmp_path):
-    baseline = create("videomae_vit_tiny_patch16_128", write(tmp_path / "pt.pth", "model", pretrain_state()))
+    baseline = create("videomae_vit_tiny_patch16_64", write(tmp_path / "pt.pth", "model", pretrain_state()))
     report = baseline.pretrained_report
     # as VideoMAE's own fine-tuning: the encoder loads, fc_norm and head start fresh, encoder.norm is not used
     assert report["missing"] == ["fc_norm.weight", "fc_norm.bias", "head.weight", "head.bias"]
     assert "encoder.norm.weight" in report["unused"]
     sd = finetune_state()
-    model = create("adatosk_vit_tiny_patch16_128", write(tmp_path / "ft.pth", "module", sd))
+    model = create("adatosk_vit_tiny_patch16_64", write(tmp_path / "ft.pth", "module", sd))
     assert [k for k in model.pretrained_report["missing"] if k.startswith("encoder.")] == \
         ["encoder.norm.weight", "encoder.norm.bias"]
     torch.testing.assert_close(model.encoder.blocks[3].mlp.fc2.weight, sd["blocks.3.mlp.fc2.weight"])
@@ -177,14 +177,14 @@ def test_pretrain_checkpoint_into_the_baseline_and_finetune_into_adatosk(tmp_pat
 
 def test_create_model_from_config_loads_the_pretrained_file(tmp_path):
     path = write(tmp_path / "ft.pth", "module", finetune_state())
-    cfg = load_config(["model=videomae", "model.arch=vit_tiny_patch16_128", f"model.img_size={IMG}",
+    cfg = load_config(["model=videomae", "model.arch=vit_tiny_patch16_64", f"model.img_size={IMG}",
                        f"model.num_frames={FRAMES}", f"model.pretrained={path}"])
     model = create_model_from_config(cfg.model, num_classes=7)
     assert model.pretrained_report["missing"] == []
 
 
 def test_classifier_for_another_class_count_is_left_at_init(tmp_path):
-    model = create("videomae_vit_tiny_patch16_128", write(tmp_path / "ft.pth", "module", finetune_state(400)))
+    model = create("videomae_vit_tiny_patch16_64", write(tmp_path / "ft.pth", "module", finetune_state(400)))
     assert model.pretrained_report["missing"] == ["head.weight", "head.bias"]
     assert any(k.startswith("head.weight (shape") for k in model.pretrained_report["unused"])
 
@@ -192,7 +192,7 @@ def test_classifier_for_another_class_count_is_left_at_init(tmp_path):
 def test_fixed_table_is_regenerated_for_another_resolution_and_frame_count(tmp_path):
     sd = finetune_state()
     path = write(tmp_path / "ft.pth", "module", sd)
-    model = create("videomae_vit_tiny_patch16_128", path, img_size=48, num_frames=8)  # 4 slots x 9 positions
+    model = create("videomae_vit_tiny_patch16_64", path, img_size=48, num_frames=8)  # 4 slots x 9 positions
     assert model.encoder.pos_embed.shape == (1, 36, WIDTH)
     torch.testing.assert_close(model.encoder.pos_embed, sinusoid_table(36, WIDTH))
     x = video(frames=8, size=48)
@@ -200,7 +200,7 @@ def test_fixed_table_is_regenerated_for_another_resolution_and_frame_count(tmp_p
         torch.testing.assert_close(model(x), reference_finetune_logits(x, sd), atol=1e-4, rtol=1e-4)
     # a checkpoint that stores the fixed table (some re-saved copies do) is regenerated too, not interpolated
     stored = dict(sd, pos_embed=sinusoid_table(8, WIDTH))
-    model = create("videomae_vit_tiny_patch16_128", write(tmp_path / "s.pth", "module", stored), img_size=48,
+    model = create("videomae_vit_tiny_patch16_64", write(tmp_path / "s.pth", "module", stored), img_size=48,
                    num_frames=8)
     torch.testing.assert_close(model.encoder.pos_embed, sinusoid_table(36, WIDTH))
 
@@ -210,14 +210,14 @@ def test_learned_table_is_kept_or_resampled(tmp_path):
     ramp = torch.linspace(-1, 1, WIDTH)
     learned = torch.stack([t * ramp for t in range(2) for _ in range(4)]).unsqueeze(0)  # [1, 8, C]
     path = write(tmp_path / "ft.pth", "module", dict(finetune_state(), pos_embed=learned))
-    same = create("videomae_vit_tiny_patch16_128", path)
+    same = create("videomae_vit_tiny_patch16_64", path)
     torch.testing.assert_close(same.encoder.pos_embed, learned)
     assert same.pretrained_report["pos_embed"] == "stored table"
     # 2 -> 1 slot (2 frames): half-pixel trilinear sampling averages the two source slots
-    fewer = create("videomae_vit_tiny_patch16_128", path, num_frames=2)
+    fewer = create("videomae_vit_tiny_patch16_64", path, num_frames=2)
     torch.testing.assert_close(fewer.encoder.pos_embed, (0.5 * ramp).expand(1, 4, WIDTH))
     # another resolution: a table constant over space stays constant over the new 3 x 3 grid
-    wider = create("videomae_vit_tiny_patch16_128", path, img_size=48)
+    wider = create("videomae_vit_tiny_patch16_64", path, img_size=48)
     expected = torch.stack([t * ramp for t in range(2) for _ in range(9)]).unsqueeze(0)
     torch.testing.assert_close(wider.encoder.pos_embed, expected)
     assert "resampled" in wider.pretrained_report["pos_embed"]
@@ -236,11 +236,11 @@ def test_mismatched_checkpoints_fail_with_a_clear_error(tmp_path):
     lgi = dict(finetune_state(), lg_region_tokens=torch.zeros(4, WIDTH))
     lgi["blocks.0.first_attn.q.weight"] = torch.zeros(WIDTH, WIDTH)
     with pytest.raises(ValueError, match="MAE-DFER LGI-Former"):
-        create("videomae_vit_tiny_patch16_128", write(tmp_path / "lgi.pth", "module", lgi))
+        create("videomae_vit_tiny_patch16_64", write(tmp_path / "lgi.pth", "module", lgi))
     with pytest.raises(ValueError, match=r"has shape \(192, .*the model expects \(96, "):
-        create("videomae_vit_tiny_patch16_128", write(tmp_path / "ft.pth", "module", finetune_state()), embed_dim=96)
+        create("videomae_vit_tiny_patch16_64", write(tmp_path / "ft.pth", "module", finetune_state()), embed_dim=96)
     with pytest.raises(ValueError, match="another depth"):
-        create("videomae_vit_tiny_patch16_128", write(tmp_path / "d.pth", "module", finetune_state()), depth=2)
+        create("videomae_vit_tiny_patch16_64", write(tmp_path / "d.pth", "module", finetune_state()), depth=2)
 
 
 def test_the_sinusoid_reference_is_the_models_table():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from adatosk.data.sampling import test_indices as sample_test_indices
-from adatosk.data.sampling import train_indices
+from adatosk.data.sampling import single_frame, train_indices
 
 
 @pytest.mark.parametrize("n_frames", [65, 100, 400])
@@ -93,3 +93,22 @@ def test_invalid_arguments():
         train_indices(100, np.random.default_rng(0), window=8)
     with pytest.raises(ValueError, match="num_views"):
         sample_test_indices(100, num_views=0)
+
+
+@pytest.mark.parametrize("n_frames", [20, 37, 200])
+def test_single_frame_repeats_one_frame_of_each_view_drawn_uniformly(n_frames):
+    rng = np.random.default_rng(0)
+    views = sample_test_indices(n_frames, num_views=2)  # [2, 16], short clips padded with the last frame
+    picked = [single_frame(views, rng) for _ in range(400)]
+    for repeated in picked:
+        assert repeated.shape == views.shape and repeated.dtype == np.int64
+        for view, row in zip(views, repeated):
+            assert len(set(row)) == 1 and row[0] in view
+    # every distinct frame of a view is drawn, and the padding frame no more often than the others
+    first = np.array([p[0, 0] for p in picked])
+    distinct = np.unique(views[0])
+    assert set(first) == set(distinct)
+    counts = np.array([(first == f).sum() for f in distinct])
+    assert counts.max() < 3 * 400 / len(distinct)
+    one = single_frame(train_indices(n_frames, rng), rng)
+    assert one.shape == (16,) and len(set(one)) == 1

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from adatosk.data.cache import open_clip
-from adatosk.data.sampling import test_indices, train_indices
+from adatosk.data.sampling import single_frame, test_indices, train_indices
 from adatosk.data.transforms import ClipAugment, normalize_clip, resize_clip
 from adatosk.data.video import VideoDecodeError, frame_files, read_frame_files, read_video
 
@@ -148,6 +148,7 @@ class ClipDataset(torch.utils.data.Dataset):
         sampling = data_cfg.get("sampling") or {}
         self.stride = int(sampling.get("stride", 4))
         self.train_window = int(sampling.get("train_window", self.num_frames * self.stride))
+        self.single_frame = bool(sampling.get("single_frame", False))
         self.train, self.temporal_views, self.strict, self.seed = train, temporal_views, strict, seed
         self.augment = ClipAugment.from_config(data_cfg.get("augment"), self.size) if train else None
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by (persistent) workers too
@@ -192,9 +193,13 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.train:
             indices = train_indices(len(source), rng, num_frames=self.num_frames, stride=self.stride,
                                     window=self.train_window)
+            if self.single_frame:
+                indices = single_frame(indices, rng)
             return self.augment(resize_clip(source.read(indices), self.size), rng)  # [3, T, S, S]
         views = test_indices(len(source), num_frames=self.num_frames, stride=self.stride,
                              num_views=self.temporal_views)  # [V, T]
+        if self.single_frame:
+            views = single_frame(views, rng)
         frames = resize_clip(source.read(views.reshape(-1)), self.size)
         return normalize_clip(frames).unflatten(1, views.shape).transpose(0, 1).contiguous()  # [V, 3, T, S, S]
 

@@ -63,3 +63,14 @@ def test_indices(n_frames: int, *, num_frames: int = 16, stride: int = 4, num_vi
     else:
         starts = [int(v * span / (num_views - 1)) for v in range(num_views)]
     return np.stack([strided[s:s + num_frames] for s in starts])
+
+
+def single_frame(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random frame of each view repeated over the view: ``indices`` ``[T]`` or ``[V, T]`` -> same shape.
+
+    The frame is drawn uniformly from the view's distinct frames (padding does not favour the last one). This is
+    the control of the demo's difficulty check (``data.sampling.single_frame``): a model that sees one random
+    frame 16 times cannot use the clip's dynamics, so its UAR is what a single frame tells."""
+    views = np.atleast_2d(indices)
+    picks = [np.unique(view)[rng.integers(len(np.unique(view)))] for view in views]
+    return np.repeat(np.asarray(picks, dtype=np.int64)[:, None], views.shape[1], axis=1).reshape(indices.shape)

@@ -21,7 +21,7 @@ from adatosk.models.pretrained import checkpoint_filter_fn
 from adatosk.models.videomae import VideoMAEClassifier
 
 BASE = dict(img_size=160, patch_size=16, embed_dim=768, depth=12, num_heads=12)
-TINY = dict(img_size=128, patch_size=16, embed_dim=192, depth=4, num_heads=3)
+TINY = dict(img_size=64, patch_size=16, embed_dim=192, depth=4, num_heads=3)
 ADATOSK_BASE = dict(BASE, decoder_dim=512, decoder_depth=1, decoder_num_heads=16, head_hidden_dim=3072)
 ADATOSK_TINY = dict(TINY, decoder_dim=128, decoder_depth=1, decoder_num_heads=4, head_hidden_dim=768)
 
@@ -41,8 +41,8 @@ def _cfg(img_size: int, **kwargs: Any) -> dict[str, Any]:
 default_cfgs = generate_default_cfgs({
     "adatosk_vit_base_patch16_160": _cfg(160, paper_name="AdaTosk (dagger), ViT-B/16, 16x160x160"),
     "videomae_vit_base_patch16_160": _cfg(160, paper_name="VideoMAE fine-tuning baseline, ViT-B/16, 16x160x160"),
-    "adatosk_vit_tiny_patch16_128": _cfg(128, paper_name="AdaTosk (dagger), demo size"),
-    "videomae_vit_tiny_patch16_128": _cfg(128, paper_name="VideoMAE baseline, demo size"),
+    "adatosk_vit_tiny_patch16_64": _cfg(64, paper_name="AdaTosk (dagger), demo size"),
+    "videomae_vit_tiny_patch16_64": _cfg(64, paper_name="VideoMAE baseline, demo size"),
 })
 
 
@@ -62,13 +62,13 @@ def videomae_vit_base_patch16_160(pretrained: bool = False, **kwargs: Any) -> Vi
 
 
 @register_model
-def adatosk_vit_tiny_patch16_128(pretrained: bool = False, **kwargs: Any) -> AdaTosk:
-    return _create(AdaTosk, "adatosk_vit_tiny_patch16_128", pretrained, ADATOSK_TINY, **kwargs)
+def adatosk_vit_tiny_patch16_64(pretrained: bool = False, **kwargs: Any) -> AdaTosk:
+    return _create(AdaTosk, "adatosk_vit_tiny_patch16_64", pretrained, ADATOSK_TINY, **kwargs)
 
 
 @register_model
-def videomae_vit_tiny_patch16_128(pretrained: bool = False, **kwargs: Any) -> VideoMAEClassifier:
-    return _create(VideoMAEClassifier, "videomae_vit_tiny_patch16_128", pretrained, TINY, **kwargs)
+def videomae_vit_tiny_patch16_64(pretrained: bool = False, **kwargs: Any) -> VideoMAEClassifier:
+    return _create(VideoMAEClassifier, "videomae_vit_tiny_patch16_64", pretrained, TINY, **kwargs)
 
 
 def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
