@@ -241,7 +241,8 @@ def test_accepts_the_composed_config(dataset_dir):
     from adatosk.config import load_config
 
     manifest, _, root, cache = dataset_dir
-    cfg = load_config([f"data.root={root}", f"data.cache_dir={cache}", "model.img_size=32", "model.num_frames=4"])
+    cfg = load_config([f"data.root={root}", f"data.cache_dir={cache}", "model.img_size=32", "model.num_frames=4",
+                       "data.augment.rand_augment=rand-m7-n4-mstd0.5-inc1"])  # the demo itself has none
     train = ClipDataset(manifest, cfg.data, fold=1, split="train", train=True)
     assert train.augment.rand_augment.config_str == cfg.data.augment.rand_augment
     assert (train.stride, train.train_window) == (cfg.data.sampling.stride, cfg.data.sampling.train_window)

@@ -263,7 +263,7 @@ def test_select_run_builds_one_run_of_the_grid_and_refuses_what_is_not_in_it():
     with pytest.raises(ValueError, match="variants.adatosk.variant is 'other'"):
         select(to_container(renamed), variant="adatosk")
     resized = OmegaConf.merge(OmegaConf.create(demo), {"variants": {"adatosk": {"img_size": 96}}})
-    with pytest.raises(ValueError, match="data.img_size=128 differs from model.img_size=96"):
+    with pytest.raises(ValueError, match="data.img_size=64 differs from model.img_size=96"):
         select(to_container(resized), variant="adatosk")
     crossed = OmegaConf.merge(OmegaConf.create(demo), {"datasets": {"dfew": dict(demo["datasets"]["demo"],
                                                                                  name="dfew")}})
