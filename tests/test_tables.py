@@ -107,6 +107,21 @@ def test_ablation_tables_say_not_run_for_missing_runs(tmp_path, demo_grid):
     assert summary["demo"]["adatosk_dagger"]["war_std"] is None
 
 
+def test_table2_takes_adatosk_dagger_only_where_it_runs_the_paper_setting(tmp_path, demo_grid):
+    cfg, runs, made = demo_grid
+    dagger = cfg["variants"]["adatosk_dagger"]
+    assert (dagger["mask_ratio"], dagger["r"]) == (0.5, 1)                       # the demo's token budget
+    t2 = (render(tmp_path, cfg, runs) / "table2.md").read_text()
+    assert "| 70% | WAR | ours (measured) | not run | not run | not run | not run |" in t2
+    assert "runs AdaTosk† at hard mask 50%, r=1" in t2
+    dagger.update(mask_ratio=0.7, eval_mask_ratio=0.7, r=2)
+    (tmp_path / "paper_setting").mkdir()
+    t2 = (render(tmp_path / "paper_setting", cfg, runs) / "table2.md").read_text()
+    war = f"{100 * made['adatosk_dagger'][0]['war']:.2f}"
+    assert f"| 70% | WAR | ours (measured) | not run | {war} | not run | not run |" in t2
+    assert "runs AdaTosk† at hard mask" not in t2
+
+
 def test_flops_columns_come_from_the_report_of_the_same_config(tmp_path, demo_grid):
     cfg, runs, _ = demo_grid
     dagger = cfg["variants"]["adatosk_dagger"]

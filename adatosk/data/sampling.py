@@ -72,5 +72,6 @@ def single_frame(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     the control of the demo's difficulty check (``data.sampling.single_frame``): a model that sees one random
     frame 16 times cannot use the clip's dynamics, so its UAR is what a single frame tells."""
     views = np.atleast_2d(indices)
-    picks = [np.unique(view)[rng.integers(len(np.unique(view)))] for view in views]
+    distinct = [np.unique(view) for view in views]
+    picks = [frames[rng.integers(len(frames))] for frames in distinct]
     return np.repeat(np.asarray(picks, dtype=np.int64)[:, None], views.shape[1], axis=1).reshape(indices.shape)
