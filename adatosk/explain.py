@@ -45,7 +45,7 @@ from adatosk.models.adatosk import AdaTosk
 from adatosk.models.checkpoint import load_model
 from adatosk.models.soft_mask import frame_difference
 from adatosk.predict import (EXIT_BAD_CHECKPOINT, EXIT_NO_FACE, EXIT_UNREADABLE, face_frames, plan_windows,
-                             window_clip)
+                             sampling_stride, window_clip)
 from adatosk.train.distributed import resolve_device
 
 ROWS = ("frames", "A (Eq. 10)", "M_cs (Eq. 11)", "M_ca (Eq. 7)", "M_s (Eq. 12)")
@@ -335,7 +335,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", type=int, default=0, metavar="N",
                         help="also the first N test clips of every class (as --manifest-clip)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--stride-frames", type=int, default=4, metavar="S", help="VIDEO: as `adatosk predict`")
+    parser.add_argument("--stride-frames", type=int, default=None, metavar="S", help="VIDEO: as `adatosk predict`")
     parser.add_argument("--hop-frames", type=int, default=None, metavar="H", help="VIDEO: as `adatosk predict`")
     parser.add_argument("--mask-seed", type=int, default=0, help="VIDEO: seed of the tube mask (as predict)")
     add_config_arguments(parser)
@@ -428,7 +428,8 @@ def main(args: argparse.Namespace) -> int:
             written = explain_manifest_clips(cfg, model, meta, args.manifest_clip, args.per_class, args.window,
                                              out_dir)
         else:
-            written = [explain_video(model, meta, args.video, args.window, out_dir, stride=args.stride_frames,
+            written = [explain_video(model, meta, args.video, args.window, out_dir,
+                                     stride=sampling_stride(meta, args.stride_frames),
                                      hop=args.hop_frames, mask_seed=args.mask_seed)]
     except NoFaceError as error:
         return fail(f"{args.video}: no face found ({error})", EXIT_NO_FACE)

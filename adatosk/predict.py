@@ -166,8 +166,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"), help="mixed precision on GPU")
-    parser.add_argument("--stride-frames", type=int, default=4, metavar="S",
-                        help="temporal stride between sampled frames (the dataset's data.sampling.stride; default 4)")
+    parser.add_argument("--stride-frames", type=int, default=None, metavar="S",
+                        help="temporal stride between sampled frames (default: the data.sampling.stride the checkpoint "
+                             "was trained with; 4 if it does not say)")
     parser.add_argument("--hop-frames", type=int, default=None, metavar="H",
                         help="largest distance in frames between consecutive window starts, a multiple of the stride "
                              "(default: half a window)")
@@ -176,8 +177,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
 
 
+def sampling_stride(meta: dict, given: int | None) -> int:
+    """``given`` (``--stride-frames``), else the ``data.sampling.stride`` the checkpoint was trained with (``adatosk
+    train`` records it), else MAE-DFER's 4."""
+    return given if given is not None else int(meta.get("extra", {}).get("stride", 4))
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.stride_frames < 1 or args.mask_views < 1 or args.batch_size < 1:
+    if (args.stride_frames is not None and args.stride_frames < 1) or args.mask_views < 1 or args.batch_size < 1:
         print("adatosk predict: --stride-frames, --mask-views and --batch-size must be >= 1", file=sys.stderr)
         return EXIT_BAD_CHECKPOINT
     device = resolve_device(args.device)
@@ -186,17 +193,18 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as error:
         print(f"adatosk predict: cannot load checkpoint {args.checkpoint}: {error}", file=sys.stderr)
         return EXIT_BAD_CHECKPOINT
-    window = int(meta["model_cfg"]["num_frames"]) * args.stride_frames
-    if args.hop_frames is not None and not args.stride_frames <= args.hop_frames <= window:
-        print(f"adatosk predict: --hop-frames must be between the stride ({args.stride_frames}) and the window of "
-              f"{window} frames ({meta['model_cfg']['num_frames']} frames x stride {args.stride_frames})",
+    stride = sampling_stride(meta, args.stride_frames)
+    window = int(meta["model_cfg"]["num_frames"]) * stride
+    if args.hop_frames is not None and not stride <= args.hop_frames <= window:
+        print(f"adatosk predict: --hop-frames must be between the stride ({stride}) and the window of "
+              f"{window} frames ({meta['model_cfg']['num_frames']} frames x stride {stride})",
               file=sys.stderr)
         return EXIT_BAD_CHECKPOINT
     amp = amp_settings(args.amp, device)
     results, status = [], 0
     for video in args.videos:
         try:
-            result = predict_video(model, meta, video, stride=args.stride_frames, hop=args.hop_frames,
+            result = predict_video(model, meta, video, stride=stride, hop=args.hop_frames,
                                    mask_views=args.mask_views, mask_seed=args.mask_seed,
                                    batch_size=args.batch_size, device=device, amp=amp)
         except NoFaceError as error:
@@ -214,7 +222,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "model": meta.get("model"),
                           "variant": meta["model_cfg"].get("variant"), "class_names": list(meta["class_names"]),
-                          "num_frames": int(meta["model_cfg"]["num_frames"]), "stride": args.stride_frames,
+                          "num_frames": int(meta["model_cfg"]["num_frames"]), "stride": stride,
                           "mask_views": args.mask_views, "mask_seed": args.mask_seed,
                           "eval_mask_ratio": float(model.eval_mask_ratio), "videos": results}, indent=2))
     return status

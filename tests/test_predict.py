@@ -142,6 +142,19 @@ def test_predict_json_on_a_real_face(capsys, checkpoint):
     assert video["pred"] == CLASSES[int(video_probs.argmax())]
 
 
+def test_predict_samples_with_the_stride_the_checkpoint_was_trained_with(capsys, checkpoint, tmp_path):
+    model, meta = load_model(checkpoint)
+    strided = save_model(tmp_path / "stride2", model, meta["model_cfg"], len(CLASSES), CLASSES, extra={"stride": 2})
+    video = str(DATA / "single_face.mp4")
+    for path, argv, stride in ((checkpoint, (), 4), (strided, (), 2), (strided, ("--stride-frames", "3"), 3)):
+        code, out, err = run(capsys, video, "--checkpoint", str(path), "--json", "--device", "cpu", *argv)
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["stride"] == stride
+        first = result["videos"][0]["windows"][0]
+        assert first["end_frame"] - first["start_frame"] == NUM_FRAMES * stride - 1  # one window spans T x stride
+
+
 def test_predict_table_continues_past_an_unreadable_video(capsys, checkpoint, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")

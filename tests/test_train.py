@@ -78,6 +78,7 @@ def test_training_lowers_the_loss_and_writes_the_run_directory(demo, tmp_path):
     run = run_dir_of(overrides)
     trained, meta = load_model(run / "checkpoint" / "last")
     assert meta["class_names"] == list(cfg.data.class_names)
+    assert meta["extra"]["stride"] == cfg.data.sampling.stride  # predict samples as training did
     before, after = fixed_batch_loss(initial, cfg), fixed_batch_loss(trained, cfg)
     assert after[0] < 0.9 * before[0] and after[1] < before[1], (before, after)
     assert history[-1]["loss"] < history[0]["loss"], [round(r["loss"], 4) for r in history]

@@ -304,7 +304,7 @@ class Trainer:
         save_model(self.run_dir / "checkpoint" / name, self.model, to_container(self.cfg.model),
                    int(self.cfg.data.num_classes), list(self.cfg.data.class_names),
                    extra={"epoch": row["epoch"], "data": self.cfg.data.name, "fold": int(self.cfg.data.fold),
-                          "log": row, "best": self.best})
+                          "stride": int(self.cfg.data.sampling.stride), "log": row, "best": self.best})
 
 
 def code_fingerprint() -> str:
