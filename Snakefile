@@ -1,5 +1,5 @@
 # The Snakemake side of the pipeline: its rules are DVC's stages (dvc.yaml, resolved by DVC; workflow/dvc_stages.py),
-# so `dvc repro` and `snakemake` run the same commands on the same files. Cluster values: slurm/config.yaml
+# so `dvc repro` and `snakemake` run the same commands on the same files. Cluster values: slurm/cluster.yaml
 # (`snakemake --profile slurm`). Locally: `snakemake --cores 2`.
 import sys
 

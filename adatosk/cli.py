@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+from adatosk.errors import AdatoskError, describe
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("adatosk.tables", "render the paper's tables from the evaluated runs"),
     "predict": ("adatosk.predict", "classify the expressions in raw videos with a trained checkpoint"),
     "explain": ("adatosk.explain", "draw the soft masks of one clip (the paper's Fig. 3)"),
+    "selfcheck": ("adatosk.selfcheck", "check the GPU path: bf16 training steps, a torchrun epoch, bench ratios"),
 }
 
 
@@ -33,6 +37,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--debug", action="store_true",
+                         help="show the traceback of an error (also ADATOSK_DEBUG=1)")
         if name == command:
             importlib.import_module(module_name).add_arguments(sub)
     return parser
@@ -45,8 +51,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return 2
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.main(args) or 0)
+    debug = args.debug or os.environ.get("ADATOSK_DEBUG", "") not in ("", "0")
+    try:
+        module = importlib.import_module(COMMANDS[args.command][0])
+        return int(module.main(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"adatosk {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line for the user; the traceback behind --debug
+        if debug:
+            raise
+        hint = "" if isinstance(error, AdatoskError) else " (rerun with --debug for the traceback)"
+        print(f"adatosk {args.command}: {describe(error)}{hint}", file=sys.stderr)
+        return error.exit_code if isinstance(error, AdatoskError) else 1
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,10 +3,12 @@
 Each test clip is seen in ``temporal_views x mask_views`` views (method.md, "Inference"): the loader yields the
 temporal clips, and view ``v = t * mask_views + m`` draws its tube mask from a generator seeded by
 ``(evaluate.mask_seed, clip index, v)``, so that a second run gives the same numbers. A model with
-``eval_mask_ratio == 0`` sees every token: one mask view. The softmax outputs of all views are averaged.
+``eval_mask_ratio == 0`` sees every token: one mask view. The softmax outputs of all views are averaged. With
+``evaluate.all_tokens`` the same clips are also scored with every token visible (``eval_mask_ratio = 0``).
 
 Under torchrun each rank predicts every ``world_size``-th clip and rank 0 gathers the predictions. Writes
-``run_dir/metrics.json`` (uar, war, per_class_recall, confusion_matrix, class_names, n_clips, views, ...) and
+``run_dir/metrics.json`` (uar, war, per_class_recall in percent, confusion_matrix, class_names, n_clips, views,
+all_tokens, seed, ...) and
 ``run_dir/predictions.csv`` (clip_id, label, pred, probs = the averaged probabilities, space-separated in class
 order).
 """
@@ -18,6 +20,7 @@ import copy
 import csv
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,6 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from adatosk.cli import add_config_arguments
 from adatosk.config import load_config
@@ -35,6 +37,7 @@ from adatosk.io import write_json_atomic, write_text_atomic
 from adatosk.metrics import confusion_matrix, recognition_metrics
 from adatosk.models.checkpoint import load_model
 from adatosk.models.masking import tube_mask
+from adatosk.progress import progress
 from adatosk.train.distributed import (Amp, DistContext, all_gather_objects, amp_settings, cleanup,
                                        init_distributed)
 from adatosk.train.rng import derive_seed, torch_settings
@@ -58,55 +61,64 @@ def main(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     if ctx.is_main:
-        log.info("fold %s: UAR %.4f  WAR %.4f  (%d clips, %d views)", cfg.data.fold, metrics["uar"],
-                 metrics["war"], metrics["n_clips"], metrics["views"]["total"])
+        log.info("fold %s seed %s: UAR %.2f%%  WAR %.2f%%  (%d clips, %d views)", cfg.data.fold, cfg.seed,
+                 metrics["uar"], metrics["war"], metrics["n_clips"], metrics["views"]["total"])
+        if "all_tokens" in metrics:
+            log.info("  every token visible: UAR %.2f%%  WAR %.2f%%", metrics["all_tokens"]["uar"],
+                     metrics["all_tokens"]["war"])
     return 0
 
 
-def mask_views_of(model: nn.Module, mask_views: int) -> int:
-    return mask_views if model.eval_mask_ratio > 0 else 1
+def mask_views_of(ratio: float, mask_views: int) -> int:
+    """Tube masks per temporal clip at hard-mask ``ratio``: one view when nothing is masked."""
+    return mask_views if ratio > 0 else 1
 
 
-def view_masks(model: nn.Module, indices: torch.Tensor, view: int, mask_seed: int,
-               device: torch.device) -> torch.Tensor | None:
-    """The visible tube masks ``[B, N]`` of view ``view`` of the clips ``indices``; None = every token."""
-    if model.eval_mask_ratio == 0:
-        return None
-    masks = [tube_mask(1, model.num_patches, model.eval_mask_ratio,
+def view_masks(model: nn.Module, indices: torch.Tensor, view: int, mask_seed: int, device: torch.device,
+               ratio: float | None = None) -> torch.Tensor:
+    """The visible tube masks ``[B, N]`` of view ``view`` of the clips ``indices`` at hard-mask ``ratio`` (default:
+    the model's ``eval_mask_ratio``); ratio 0 shows every token."""
+    ratio = model.eval_mask_ratio if ratio is None else ratio
+    if ratio == 0:
+        return torch.ones(len(indices), model.num_patches, dtype=torch.bool, device=device)
+    masks = [tube_mask(1, model.num_patches, ratio,
                        generator=torch.Generator().manual_seed(derive_seed(mask_seed, int(i), view)))
              for i in indices]
     return torch.cat(masks).to(device)  # [B, N]
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, dataset: Dataset, *, mask_views: int, mask_seed: int, batch_size: int,
-            num_workers: int, ctx: DistContext, amp: Amp) -> tuple[np.ndarray, np.ndarray]:
-    """(dataset indices [N], view-averaged probabilities [N, K]) of every clip, on every rank."""
+def predict(model: nn.Module, dataset: Dataset, *, ratios: Sequence[float], mask_views: int, mask_seed: int,
+            batch_size: int, num_workers: int, ctx: DistContext, amp: Amp) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(dataset indices [N], view-averaged probabilities [N, K] per hard-mask ratio of ``ratios``) of every clip, on
+    every rank. The clips are read once for all ratios."""
     model.eval()
     shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=ctx.device.type == "cuda")
-    mask_views = mask_views_of(model, mask_views)
-    indices, probs = [], []
-    for batch in tqdm(loader, desc="evaluate", disable=not ctx.is_main, dynamic_ncols=True, leave=False):
+    indices, probs = [], [[] for _ in ratios]
+    for batch in progress(loader, desc="evaluate", disable=not ctx.is_main, dynamic_ncols=True, leave=False):
         video = batch["video"].to(ctx.device, non_blocking=True)  # [B, V, 3, T, H, W]
         if video.ndim != 6:
             raise ValueError(f"a test clip must be [V, 3, T, H, W] (train=False), got {tuple(video.shape[1:])}")
-        total = 0.0
-        for t in range(video.shape[1]):
-            for m in range(mask_views):
-                visible = view_masks(model, batch["index"], t * mask_views + m, mask_seed, ctx.device)
-                with amp.autocast(ctx.device):
-                    logits = model(video[:, t], visible=visible)  # [B, K]
-                total = total + logits.float().softmax(dim=-1)
+        for ratio, out in zip(ratios, probs):
+            views = mask_views_of(ratio, mask_views)
+            total = 0.0
+            for t in range(video.shape[1]):
+                for m in range(views):
+                    visible = view_masks(model, batch["index"], t * views + m, mask_seed, ctx.device, ratio)
+                    with amp.autocast(ctx.device):
+                        logits = model(video[:, t], visible=visible)  # [B, K]
+                    total = total + logits.float().softmax(dim=-1)
+            out.append((total / (video.shape[1] * views)).cpu())
         indices.append(batch["index"].cpu())
-        probs.append((total / (video.shape[1] * mask_views)).cpu())
-    local = (torch.cat(indices).numpy(), torch.cat(probs).numpy()) if indices else (
-        np.zeros(0, np.int64), np.zeros((0, model.num_classes), np.float32))
+    empty = np.zeros((0, model.num_classes), np.float32)
+    local = (torch.cat(indices).numpy() if indices else np.zeros(0, np.int64),
+             [torch.cat(p).numpy() if p else empty for p in probs])
     gathered = all_gather_objects(local)
     all_indices = np.concatenate([g[0] for g in gathered])
     order = np.argsort(all_indices, kind="stable")
-    return all_indices[order], np.concatenate([g[1] for g in gathered])[order]
+    return all_indices[order], [np.concatenate([g[1][k] for g in gathered])[order] for k in range(len(ratios))]
 
 
 def load_test_split(cfg: DictConfig) -> Dataset:
@@ -115,21 +127,30 @@ def load_test_split(cfg: DictConfig) -> Dataset:
                        temporal_views=cfg.evaluate.temporal_views)
 
 
-def score(model: nn.Module, dataset: Dataset, cfg: DictConfig, ctx: DistContext, amp: Amp,
-          class_names: list[str]) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(metrics dict, dataset indices, probabilities) of ``model`` on ``dataset`` with cfg.evaluate's views."""
-    indices, probs = predict(model, dataset, mask_views=cfg.evaluate.mask_views, mask_seed=cfg.evaluate.mask_seed,
-                             batch_size=cfg.evaluate.batch_size, num_workers=cfg.train.num_workers, ctx=ctx,
-                             amp=amp)
+def score(model: nn.Module, dataset: Dataset, cfg: DictConfig, ctx: DistContext, amp: Amp, class_names: list[str],
+          all_tokens: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(metrics dict, dataset indices, probabilities) of ``model`` on ``dataset`` with cfg.evaluate's views at the
+    model's ``eval_mask_ratio``; with ``all_tokens`` the metrics also hold ``all_tokens``: the same clips scored
+    with every token visible (one mask view; the model's own views again when it masks nothing)."""
+    ratios = [float(model.eval_mask_ratio)] + ([0.0] if all_tokens and model.eval_mask_ratio > 0 else [])
+    indices, probs = predict(model, dataset, ratios=ratios, mask_views=cfg.evaluate.mask_views,
+                             mask_seed=cfg.evaluate.mask_seed, batch_size=cfg.evaluate.batch_size,
+                             num_workers=cfg.train.num_workers, ctx=ctx, amp=amp)
     labels = np.asarray(dataset.labels)[indices]
-    metrics = recognition_metrics(confusion_matrix(labels, probs.argmax(axis=1), len(class_names)), class_names)
-    mask_views = mask_views_of(model, cfg.evaluate.mask_views)
+
+    def view_metrics(ratio: float, p: np.ndarray) -> dict:
+        metrics = recognition_metrics(confusion_matrix(labels, p.argmax(axis=1), len(class_names)), class_names)
+        temporal, masks = int(cfg.evaluate.temporal_views), mask_views_of(ratio, int(cfg.evaluate.mask_views))
+        metrics["views"] = {"temporal": temporal, "mask": masks, "total": temporal * masks}
+        metrics["eval_mask_ratio"] = ratio
+        return metrics
+
+    metrics = view_metrics(ratios[0], probs[0])
     metrics["n_clips"] = int(len(indices))
-    metrics["views"] = {"temporal": int(cfg.evaluate.temporal_views), "mask": int(mask_views),
-                        "total": int(cfg.evaluate.temporal_views) * int(mask_views)}
-    metrics["eval_mask_ratio"] = float(model.eval_mask_ratio)
     metrics["mask_seed"] = int(cfg.evaluate.mask_seed)
-    return metrics, indices, probs
+    if all_tokens:
+        metrics["all_tokens"] = view_metrics(ratios[-1], probs[-1])
+    return metrics, indices, probs[0]
 
 
 def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -> dict:
@@ -143,8 +164,9 @@ def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -
         raise ValueError(f"{checkpoint} was trained on classes {class_names}, but data '{cfg.data.name}' has "
                          f"{list(cfg.data.class_names)}")
     dataset = load_test_split(cfg)
-    metrics, indices, probs = score(model, dataset, cfg, ctx, amp_settings(cfg.train.amp, ctx.device), class_names)
-    metrics.update(checkpoint=str(checkpoint), data=cfg.data.name, fold=int(cfg.data.fold),
+    metrics, indices, probs = score(model, dataset, cfg, ctx, amp_settings(cfg.train.amp, ctx.device), class_names,
+                                    all_tokens=bool(cfg.evaluate.all_tokens))
+    metrics.update(checkpoint=str(checkpoint), data=cfg.data.name, fold=int(cfg.data.fold), seed=int(cfg.seed),
                    variant=cfg.model.variant)
     if ctx.is_main:
         metrics["flops"] = view_flops(model, cfg, metrics["views"]["total"])

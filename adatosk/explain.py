@@ -85,12 +85,10 @@ def trace_soft_mask(model: nn.Module, clip: torch.Tensor, visible: torch.Tensor 
     device = next(model.parameters()).device
     if visible is None:
         visible = view_masks(model, torch.tensor([0]), 0, 0, device)
-    if visible is None:  # eval_mask_ratio = 0: every token
-        visible = torch.ones(1, model.num_patches, dtype=torch.bool, device=device)
     visible = visible.to(device)
     tokens = model.forward_features(clip.unsqueeze(0).to(device), visible)  # [1, T' * N_v, C]
     probs = model.forward_head(tokens).float().softmax(dim=-1)[0]
-    z = tokens.view(1, model.num_slots, -1, tokens.shape[-1])  # [1, T', N_v, C]
+    z = model.soft_mask_input(tokens)  # [1, T', N_v, C], the tokens the soft mask scores (block exclude_at)
 
     captured: dict[str, tuple[tuple, Any]] = {}
     hooks = [module.register_forward_hook(lambda _, args, out, name=name: captured.__setitem__(name, (args, out)))
@@ -377,13 +375,13 @@ def explain_manifest_clips(cfg: Any, model: nn.Module, meta: dict, clip_ids: lis
         videos = dataset[index]["video"]  # [V, 3, T, S, S]
         if not 0 <= view < len(videos):
             raise IndexError(f"clip {clip_id} has {len(videos)} test views, --window {view} is not one")
-        visible = view_masks(model, torch.tensor([index]), view * mask_views_of(model, cfg.evaluate.mask_views),
-                             cfg.evaluate.mask_seed, device)
+        first_mask_view = view * mask_views_of(model.eval_mask_ratio, cfg.evaluate.mask_views)
+        visible = view_masks(model, torch.tensor([index]), first_mask_view, cfg.evaluate.mask_seed, device)
         label = meta["class_names"][dataset.labels[index]]
         explanation = explain_clip(model, videos[view], visible=visible, class_names=list(meta["class_names"]),
                                    caption=f"clip {clip_id}, view {view}, label: {label}")
-        extra = {"source": clip_id, "data": cfg.data.name, "fold": int(cfg.data.fold), "view": view,
-                 "label": dataset.labels[index], "label_name": label}
+        extra = {"source": clip_id, "data": cfg.data.name, "fold": int(cfg.data.fold), "seed": int(cfg.seed),
+                 "view": view, "label": dataset.labels[index], "label_name": label}
         written.append(write_explanation(explanation, out_dir, f"{clip_id}_v{view}", _with_model(extra, meta)))
     return written
 

@@ -49,6 +49,11 @@ PAPER_TABLE2: dict[tuple[float, int], float] = {
 }
 MASK_RATIOS = (0.25, 0.5, 0.7)
 EXCLUSIONS = (0, 2, 4, 6)
+# Table 2 is counted at the paper's 160 px (Table 1 fits it) and at 224 px (Table 2 fits it), under two readings of
+# where the exclusion acts: exclude_at = 0 (excluded tokens never enter the encoder) and after the encoder.
+TABLE2_SIZES = (160, 224)
+TABLE2_CONVENTIONS: dict[str, int | None] = {"excluded never enter (exclude_at=0)": 0,
+                                             "exclusion after the encoder": None}
 
 ARCHS: dict[str, tuple[str, int]] = {"base": ("vit_base_patch16_160", 160), "tiny": ("vit_tiny_patch16_64", 64)}
 # Named variants: the keys that define them, on top of the AdaTosk hyper-parameters of the config.
@@ -305,6 +310,8 @@ def resolve_variant(name: str, model_cfg: dict[str, Any], arch: str, num_frames:
     family = defining["family"]
     kwargs = {**shared, **(adatosk_hyper(model_cfg) if family == "adatosk" else {})}
     kwargs.update({k: v for k, v in defining.items() if k != "family"})
+    if name in grid and kwargs.get("exclude_fraction") is not None:
+        kwargs["exclude_fraction"] = None  # the cell's r, not a fraction of N_v
     return ModelSpec(name, f"{family}_{arch}", kwargs)
 
 
@@ -330,24 +337,79 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
 
 
 def exclusion_note(spec: ModelSpec, row: dict[str, Any], num_classes: int) -> dict[str, Any] | None:
-    """For an AdaTosk row with r > 0: the same model with r = 0, and which modules' counts change."""
-    if not spec.kwargs.get("r") or "cs" not in spec.kwargs.get("soft_mask", "ca+cs"):
+    """For an AdaTosk row that excludes tokens: the same model with r = 0, and which modules' counts change."""
+    excludes = spec.kwargs.get("r") or spec.kwargs.get("exclude_fraction")
+    if not excludes or "cs" not in spec.kwargs.get("soft_mask", "ca+cs"):
         return None
-    model = dataclasses.replace(spec, kwargs={**spec.kwargs, "r": 0}).build(num_classes)
+    model = dataclasses.replace(spec, kwargs={**spec.kwargs, "r": 0, "exclude_fraction": None}).build(num_classes)
     ref = model_flops(model, *spec.clip_shape(model))
     ours, theirs = row["flops_inference_by_module"], ref["flops_inference_by_module"]
     changed = sorted(name for name in set(ours) | set(theirs) if ours.get(name) != theirs.get(name))
+    exclude_at = spec.kwargs.get("exclude_at")
+    where = ("after the encoder" if exclude_at is None or exclude_at == len(model.encoder.blocks)
+             else f"after block {exclude_at} (the excluded tokens skip the later blocks)")
+    amount = (f"exclude_fraction={spec.kwargs['exclude_fraction']}" if spec.kwargs.get("exclude_fraction")
+              else f"r={spec.kwargs['r']}")
     return {
-        "r": spec.kwargs["r"],
+        "r": spec.kwargs.get("r"),
+        "exclude_fraction": spec.kwargs.get("exclude_fraction"),
+        "exclude_at": exclude_at,
         "gflops_inference_r0": ref["flops_inference"] / 1e9,
         "gflops_inference": row["flops_inference"] / 1e9,
         "modules_whose_count_changes": changed,
         "text": (
-            f"{spec.name}: r={spec.kwargs['r']} counts {row['flops_inference'] / 1e9:.3f} GFLOPs per view, r=0 "
+            f"{spec.name}: {amount} counts {row['flops_inference'] / 1e9:.3f} GFLOPs per view, r=0 "
             f"{ref['flops_inference'] / 1e9:.3f}; modules whose count changes: {', '.join(changed) or 'none'}. The "
-            "exclusion acts after the encoder (method.md, Eq. 12); the paper's Table 2 claims 12-18% less at 70%."
+            f"exclusion acts {where}; the paper's Table 2 claims 12-18% less at 70%."
         ),
     }
+
+
+def table2_by_size(model_cfg: dict[str, Any], arch: str, num_frames: int, sizes: Sequence[int],
+                   num_classes: int) -> list[dict[str, Any]]:
+    """The paper's Table 2 cells counted at each of ``sizes`` under each of :data:`TABLE2_CONVENTIONS`: GFLOPs per
+    inference view and per training step forward (after the encoder, r changes nothing in the encoder, so that
+    reading is counted at r = 0 only and repeated for the other r)."""
+    out = []
+    for size in sizes:
+        after: dict[float, dict[str, Any]] = {}
+        for ratio, r in PAPER_TABLE2:
+            row = {"size": size, "frames": num_frames, "mask_ratio": ratio, "r": r,
+                   "paper_gflops": PAPER_TABLE2[(ratio, r)]}
+            for label, exclude_at in TABLE2_CONVENTIONS.items():
+                if exclude_at is None and r > 0:
+                    row[label] = after[ratio]
+                    continue
+                spec = resolve_variant(grid_name(ratio, r), model_cfg, arch, num_frames, size)
+                spec.kwargs["exclude_at"] = exclude_at
+                model = spec.build(num_classes)
+                counted = model_flops(model, *spec.clip_shape(model))
+                row[label] = {"gflops_inference": counted["flops_inference"] / 1e9,
+                              "gflops_train": counted["flops_train"] / 1e9}
+                if exclude_at is None:
+                    after[ratio] = row[label]
+            out.append(row)
+    return out
+
+
+def print_table2_by_size(rows: list[dict[str, Any]], arch: str) -> None:
+    sizes = sorted({row["size"] for row in rows})
+    columns = ["hard mask", "r", "paper GFLOPs (quoted)"]
+    for size in sizes:
+        columns += [f"{size}px never enter: view", f"{size}px never enter: train fwd", f"{size}px after enc: view"]
+    body = []
+    for ratio, r in PAPER_TABLE2:
+        cells = [f"{round(ratio * 100)}%", str(r), f"{PAPER_TABLE2[(ratio, r)]:.2f}"]
+        for size in sizes:
+            row = next(x for x in rows if (x["size"], x["mask_ratio"], x["r"]) == (size, ratio, r))
+            never, after = (row[label] for label in TABLE2_CONVENTIONS)
+            cells += [f"{never['gflops_inference']:.2f}", f"{never['gflops_train']:.2f}",
+                      f"{after['gflops_inference']:.2f}"]
+        body.append(cells)
+    print_table(f"Table 2: GFLOPs per clip of AdaTosk-dagger ({arch}, 16 frames) beside the paper's", columns, body,
+                footer="never enter: exclude_at=0, the soft mask scores the embedded tokens and the excluded ones "
+                       "skip every block; after enc: the exclusion after the last block (saves nothing). view: one "
+                       "inference view; train fwd: one training step forward (encoder + decoder + soft mask).")
 
 
 # ------------------------------------------------------------------------------------------------------ command
@@ -457,6 +519,12 @@ def main(args: argparse.Namespace) -> int:
     specs = specs_from_args(args, cfg, default_variants=list(VARIANTS))
     num_classes = args.num_classes or int(cfg.data.num_classes)
     rows, notes = flops_rows(specs, num_classes)
+    table2 = []
+    if "table2" in (args.variants or []):
+        model_cfg = to_container(cfg.model)
+        arch, frames, size = resolve_input(args, model_cfg)
+        sizes = TABLE2_SIZES if arch == ARCHS["base"][0] and args.size is None else (size,)
+        table2 = table2_by_size(model_cfg, arch, frames, sizes, num_classes)
     # the Table 1 rows not printed beside one of ours (all of them unless ViT-B at 16x160x160 was counted)
     quoted = {k: v for k, v in PAPER_TABLE1.items() if k not in {r["name"] for r in rows if r["paper_table1"]}}
     table = [
@@ -473,6 +541,8 @@ def main(args: argparse.Namespace) -> int:
         table,
         footer="\n".join(n["text"] for n in notes),
     )
+    if table2:
+        print_table2_by_size(table2, arch)
     out = Path(args.out) if args.out else Path(cfg.output_root) / "efficiency" / "flops.json"
     write_json_atomic(out, {
         "convention": "fvcore; one fused multiply-add = one FLOP; per clip; inference = one view in eval mode with "
@@ -482,6 +552,7 @@ def main(args: argparse.Namespace) -> int:
         "exclusion_notes": notes,
         "paper_table1_quoted": {k: {"params_m": p, "gflops": g} for k, (p, g) in PAPER_TABLE1.items()},
         "paper_table2_quoted": [{"mask_ratio": m, "r": r, "gflops": g} for (m, r), g in PAPER_TABLE2.items()],
+        "table2_by_size": table2,
     })
     print(f"wrote {out}")
     return 0

@@ -5,8 +5,9 @@ and, for the pipeline, every dataset and model variant of the grid as full confi
 ``variants.<name>`` (params/experiment/variants.yaml, demo.yaml, paper.yaml). A pipeline stage names its run with
 dotted overrides, e.g. ``adatosk train --config params.yaml select.dataset=dfew select.fold=2
 select.variant=adatosk``, and :func:`select_run` turns the config into that run's config: ``data`` and
-``model`` replaced, ``data.fold`` set and ``run_dir`` rebuilt. A stage's DVC params are then exactly the keys its
-run reads (``datasets.dfew``, ``variants.adatosk``, ``train``, ...), so changing one variant reruns only its stages.
+``model`` replaced, ``data.fold`` and ``seed`` set and ``run_dir`` rebuilt. A stage's DVC params are then exactly the
+keys its run reads (``datasets.dfew``, ``variants.adatosk``, ``train``, ...), so changing one variant reruns only its
+stages; the run's seed is in its command (``select.seed=1``), so adding a seed to the grid adds stages.
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ from pathlib import PurePath
 
 from omegaconf import DictConfig, open_dict
 
-# The run directory of a (dataset, variant, fold); params/config.yaml's `run_dir` interpolates the same pattern
+# The run directory of a (dataset, variant, fold, seed); params/config.yaml's `run_dir` interpolates the same pattern
 # (tests/test_pipeline_dag.py checks that the two agree).
-RUN_DIR = "{output_root}/{dataset}/{variant}/fold{fold}"
+RUN_DIR = "{output_root}/{dataset}/{variant}/fold{fold}/seed{seed}"
+SELECT_KEYS = ("dataset", "fold", "variant", "seed")
 
 
-def run_dir(output_root: str, dataset: str, variant: str, fold: int) -> str:
-    return RUN_DIR.format(output_root=output_root, dataset=dataset, variant=variant, fold=fold)
+def run_dir(output_root: str, dataset: str, variant: str, fold: int, seed: int) -> str:
+    return RUN_DIR.format(output_root=output_root, dataset=dataset, variant=variant, fold=fold, seed=seed)
 
 
 def select_run(cfg: DictConfig, where: str = "the config") -> DictConfig:
-    """Apply ``cfg.select`` (dataset, fold, variant; null keys change nothing) in place and return ``cfg``."""
+    """Apply ``cfg.select`` (dataset, fold, variant, seed; null keys change nothing) in place and return ``cfg``."""
     select = cfg.get("select") or {}
-    dataset, fold, variant = (select.get(k) for k in ("dataset", "fold", "variant"))
-    if dataset is None and fold is None and variant is None:
+    dataset, fold, variant, seed = (select.get(k) for k in SELECT_KEYS)
+    if all(value is None for value in (dataset, fold, variant, seed)):
         return cfg
     with open_dict(cfg):
         if dataset is not None:
@@ -46,11 +48,13 @@ def select_run(cfg: DictConfig, where: str = "the config") -> DictConfig:
         if variant is not None:
             cfg.model = copy.deepcopy(_entry(cfg, "variants", variant, where))
             _check_name(cfg.model, "variant", "variants", variant, where)
+        if seed is not None:
+            cfg.seed = int(seed)
         for key in ("img_size", "num_frames"):
             if cfg.data.get(key) != cfg.model.get(key):
                 raise ValueError(f"{where}: data.{key}={cfg.data.get(key)} differs from model.{key}="
                                  f"{cfg.model.get(key)} of the selected run: the clip cache is made for one size")
-        cfg.run_dir = run_dir(cfg.output_root, cfg.data.name, cfg.model.variant, cfg.data.fold)
+        cfg.run_dir = run_dir(cfg.output_root, cfg.data.name, cfg.model.variant, cfg.data.fold, cfg.seed)
     return cfg
 
 

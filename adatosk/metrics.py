@@ -2,7 +2,8 @@
 
 UAR (unweighted average recall) = mean over classes of per-class recall; WAR (weighted average recall) =
 overall accuracy. A class with no test sample has no recall: it is left out of UAR and listed in
-``missing_classes`` rather than counted as 0 or 1.
+``missing_classes`` rather than counted as 0 or 100. Every rate is in percent, as the paper's tables give them (the
+dict says so: ``unit``), so that a run's metrics.json, the training log and the tables read alike.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+UNIT = "percent"  # of every rate recognition_metrics returns
 
 
 def confusion_matrix(labels: Sequence[int] | np.ndarray, preds: Sequence[int] | np.ndarray,
@@ -27,7 +30,8 @@ def confusion_matrix(labels: Sequence[int] | np.ndarray, preds: Sequence[int] | 
 
 
 def recognition_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
-    """UAR, WAR, per-class recall (None for a class without samples) and the matrix itself, JSON-ready."""
+    """UAR, WAR, per-class recall (None for a class without samples), all in percent, and the matrix itself,
+    JSON-ready."""
     cm = np.asarray(cm, dtype=np.int64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"a confusion matrix must be square, got shape {cm.shape}")
@@ -40,13 +44,14 @@ def recognition_metrics(cm: np.ndarray, class_names: Sequence[str] | None = None
     if total == 0:
         raise ValueError("the confusion matrix is empty: no sample was evaluated")
     present = support > 0
-    recall = np.diag(cm)[present] / support[present]
+    recall = 100.0 * np.diag(cm)[present] / support[present]
     per_class: list[float | None] = [None] * num_classes
     for k, r in zip(np.flatnonzero(present), recall):
         per_class[k] = float(r)
     return {
+        "unit": UNIT,
         "uar": float(recall.mean()),
-        "war": float(np.trace(cm) / total),
+        "war": float(100.0 * np.trace(cm) / total),
         "per_class_recall": per_class,
         "support": support.tolist(),
         "missing_classes": [name for name, p in zip(class_names, present) if not p],

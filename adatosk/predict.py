@@ -10,8 +10,13 @@ is classified in eval mode under ``mask_views`` tube masks seeded by ``(mask_see
 code's :func:`adatosk.evaluate.view_masks`); the softmax outputs of its views are averaged, and the video's
 probabilities are the mean over its windows.
 
-Exit status: 0 when every video was classified; 3 when a video has no face track; 4 when a video cannot be read;
-2 when the checkpoint cannot be loaded. The other videos are still classified.
+Only the frames the windows sample are tracked and cropped (a stride-th of the video). A face need not be in every
+frame: a window is classified when the main face track was detected in at least ``1 - data.face_crop.max_missing``
+(half) of its frames; the others are listed as without a face, and the video's probabilities are the mean over the
+windows with a face.
+
+Exit status: 0 when every video was classified; 3 when no window of a video has a face; 4 when a video cannot be
+read; 2 when the checkpoint cannot be loaded. The other videos are still classified.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +40,7 @@ from adatosk.data.cache import CorruptClipError
 from adatosk.data.facecrop import CropParams, NoFaceError, crop_face_track
 from adatosk.data.sampling import test_indices
 from adatosk.data.transforms import normalize_clip, resize_clip
-from adatosk.data.video import VideoDecodeError, read_video, video_fps
+from adatosk.data.video import VideoDecodeError, read_video, video_fps, write_video
 from adatosk.evaluate import mask_views_of, view_masks
 from adatosk.models.checkpoint import load_model
 from adatosk.train.distributed import Amp, amp_settings, resolve_device
@@ -85,7 +93,7 @@ def classify_windows(model: nn.Module, frames: np.ndarray, windows: list[Window]
     model.eval()
     device = torch.device(device)
     amp = amp or amp_settings("none", device)
-    views = mask_views_of(model, mask_views)
+    views = mask_views_of(model.eval_mask_ratio, mask_views)
     probs = []
     for start in range(0, len(windows), batch_size):
         batch = windows[start:start + batch_size]
@@ -101,35 +109,68 @@ def classify_windows(model: nn.Module, frames: np.ndarray, windows: list[Window]
     return torch.cat(probs).numpy()
 
 
-def face_frames(path: str | Path, img_size: int, crop_params: CropParams | None = None) -> tuple[np.ndarray, float]:
-    """Decode ``path``, crop its main face track and resize to ``img_size``: (uint8 ``[T, S, S, 3]``, detected
-    fraction). Raises ``VideoDecodeError`` / ``FileNotFoundError`` (unreadable) or ``NoFaceError``."""
+def face_frames(path: str | Path, img_size: int,
+                crop_params: CropParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode ``path``, crop its main face track and resize to ``img_size``: (uint8 ``[T, S, S, 3]``, ``[T]`` bool:
+    the face was detected in the frame). Raises ``VideoDecodeError`` / ``FileNotFoundError`` (unreadable) or
+    ``NoFaceError`` (the track misses more than ``crop_params.max_missing`` of the frames)."""
     track = crop_face_track(read_video(path), crop_params)
-    return resize_clip(track.crops, img_size), track.detected_fraction
+    return resize_clip(track.crops, img_size), track.detected
+
+
+def sampled_faces(video: np.ndarray, windows: list[Window], img_size: int,
+                  crop_params: CropParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Track and crop the main face in only the frames of ``video`` (uint8 ``[T, H, W, 3]``) that ``windows``
+    sample (``crop_params.detect_every`` counts these frames); no frame is refused.
+
+    Returns the crops resized to ``img_size``, uint8 ``[T, S, S, 3]`` (zero in the frames no window samples), and
+    ``[T]`` bool masks: the face was detected in the frame; a window samples the frame."""
+    sampled = np.zeros(len(video), bool)
+    sampled[np.concatenate([w.frames for w in windows])] = True
+    track = crop_face_track(video[sampled], replace(crop_params, max_missing=1.0))
+    frames = np.zeros((len(video), img_size, img_size, 3), np.uint8)
+    frames[sampled] = resize_clip(track.crops, img_size)
+    detected = np.zeros(len(video), bool)
+    detected[sampled] = track.detected
+    return frames, detected, sampled
 
 
 def predict_video(model: nn.Module, meta: dict, path: str | Path, *, stride: int = 4, hop: int | None = None,
                   mask_views: int = 2, mask_seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
                   amp: Amp | None = None, crop_params: CropParams | None = None) -> dict[str, Any]:
-    """Per-window and whole-video class probabilities of one video file (JSON-ready)."""
+    """Per-window and whole-video class probabilities of one video file (JSON-ready); windows without a face get
+    ``probs`` None. Raises ``NoFaceError`` when no window has a face."""
     cfg = meta["model_cfg"]
-    frames, detected = face_frames(path, int(cfg["img_size"]), crop_params)
-    windows = plan_windows(len(frames), num_frames=int(cfg["num_frames"]), stride=stride, hop=hop)
-    probs = classify_windows(model, frames, windows, mask_views=mask_views, mask_seed=mask_seed,
-                             batch_size=batch_size, device=device, amp=amp)
+    crop_params = crop_params or CropParams()
+    min_fraction = 1.0 - crop_params.max_missing
+    video = read_video(path)
+    windows = plan_windows(len(video), num_frames=int(cfg["num_frames"]), stride=stride, hop=hop)
+    frames, detected, sampled = sampled_faces(video, windows, int(cfg["img_size"]), crop_params)
+    face = [float(detected[w.frames].mean()) for w in windows]  # of the frames each window samples
+    with_face = [w for w, fraction in zip(windows, face) if fraction >= min_fraction]
+    fraction = float(detected[sampled].mean())
+    if not with_face:
+        raise NoFaceError(f"no window has the face in {min_fraction:.0%} of its frames (the face is in "
+                          f"{fraction:.0%} of the {int(sampled.sum())} sampled frames)", fraction)
+    probs = dict(zip((w.index for w in with_face),
+                     classify_windows(model, frames, with_face, mask_views=mask_views, mask_seed=mask_seed,
+                                      batch_size=batch_size, device=device, amp=amp)))
     names = list(meta["class_names"])
     fps = video_fps(path)
 
     def seconds(frame: int) -> float | None:
         return None if fps is None else round(frame / fps, 3)
 
-    mean = probs.mean(axis=0)
+    mean = np.mean(list(probs.values()), axis=0)
     return {
-        "video": str(path), "n_frames": len(frames), "fps": fps, "detected_fraction": round(detected, 4),
+        "video": str(path), "n_frames": len(frames), "fps": fps, "detected_fraction": round(fraction, 4),
+        "face_windows": len(with_face),
         "windows": [{"index": w.index, "start_frame": w.start_frame, "end_frame": w.end_frame,
                      "start_time": seconds(w.start_frame), "end_time": seconds(w.end_frame + 1),
-                     "frames": w.frames.tolist(), "probs": _named(names, p), "pred": names[int(p.argmax())]}
-                    for w, p in zip(windows, probs)],
+                     "frames": w.frames.tolist(), "face": w.index in probs, "face_fraction": round(fraction, 4),
+                     "probs": _named(names, probs[w.index]) if w.index in probs else None,
+                     "pred": names[int(probs[w.index].argmax())] if w.index in probs else None}
+                    for w, fraction in zip(windows, face)],
         "probs": _named(names, mean), "pred": names[int(mean.argmax())],
     }
 
@@ -144,13 +185,16 @@ def format_text(result: dict[str, Any]) -> str:
     width = max(7, *(len(n) for n in names))
     fps = f"{result['fps']:g} fps" if result["fps"] else "fps unknown"
     lines = [f"{result['video']}: {result['n_frames']} frames ({fps}), face in "
-             f"{result['detected_fraction']:.0%} of the probed frames, {len(result['windows'])} window(s)",
+             f"{result['detected_fraction']:.0%} of the sampled frames, {len(result['windows'])} window(s), "
+             f"{result['face_windows']} with a face",
              f"  {'window':<8}{'frames':<13}{'time (s)':<15}" + "".join(f"{n:>{width + 1}}" for n in names)
              + "  prediction"]
 
-    def row(label: str, frames: str, times: str, probs: dict[str, float], pred: str) -> str:
-        return (f"  {label:<8}{frames:<13}{times:<15}" + "".join(f"{probs[n]:>{width + 1}.3f}" for n in names)
-                + f"  {pred}")
+    def row(label: str, frames: str, times: str, probs: dict[str, float] | None, pred: str | None) -> str:
+        start = f"  {label:<8}{frames:<13}{times:<15}"
+        if probs is None:  # a window without a face
+            return start + "".join(f"{'-':>{width + 1}}" for _ in names) + "  no face"
+        return start + "".join(f"{probs[n]:>{width + 1}.3f}" for n in names) + f"  {pred}"
 
     for w in result["windows"]:
         times = "" if w["start_time"] is None else f"{w['start_time']:.2f}-{w['end_time']:.2f}"
@@ -175,6 +219,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-views", type=int, default=2, help="seeded tube masks per window (as evaluate; 2)")
     parser.add_argument("--mask-seed", type=int, default=0, help="seed of the tube masks (as evaluate.mask_seed)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--bench-seconds", type=float, default=None, metavar="S",
+                        help="benchmark instead of predicting: loop each VIDEO to S seconds (a temporary file), time "
+                             "decode, face crop and classification of it and print a table")
+    parser.add_argument("--repeat", type=int, default=3, help="with --bench-seconds: runs, the best is reported")
+
+
+def loop_video(path: str | Path, seconds: float, out: Path) -> Path:
+    """``path`` repeated from its start until it lasts ``seconds``, written to ``out`` (at its frame rate)."""
+    frames = read_video(path)
+    fps = video_fps(path) or 30.0
+    return write_video(out, frames[np.arange(round(seconds * fps)) % len(frames)], fps=round(fps))
+
+
+def benchmark(model: nn.Module, meta: dict, videos: list[str], seconds: float, repeat: int, **options: Any) -> str:
+    """A Markdown table of the time :func:`predict_video` takes on each video looped to ``seconds`` (best of
+    ``repeat``), split into decode, face crop (with decode) and the rest (windows, model)."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [f"predict speed ({meta['model_cfg'].get('variant')} {meta.get('model')}, {os.cpu_count()} cores, "
+             f"{torch.get_num_threads()} torch threads, load average {load})", "",
+             "| video | seconds | frames | windows (with a face) | decode (s) | decode + face crop (s) | "
+             "predict_video total (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for video in videos:
+            looped = loop_video(video, seconds, Path(tmp) / f"{Path(video).stem}_looped.mp4")
+            times: dict[str, list[float]] = {"decode": [], "face": [], "total": []}
+            for _ in range(repeat):
+                start = time.perf_counter()
+                read_video(looped)
+                times["decode"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                video_frames = read_video(looped)
+                windows = plan_windows(len(video_frames), num_frames=int(meta["model_cfg"]["num_frames"]),
+                                       stride=options["stride"], hop=options["hop"])
+                sampled_faces(video_frames, windows, int(meta["model_cfg"]["img_size"]), CropParams())
+                times["face"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                result = predict_video(model, meta, looped, **options)
+                times["total"].append(time.perf_counter() - start)
+            lines.append(f"| {Path(video).name} looped | {seconds:g} | {result['n_frames']} | "
+                         f"{len(result['windows'])} ({result['face_windows']}) | {min(times['decode']):.2f} | "
+                         f"{min(times['face']):.2f} | {min(times['total']):.2f} |")
+    return "\n".join(lines)
 
 
 def sampling_stride(meta: dict, given: int | None) -> int:
@@ -201,6 +287,11 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_BAD_CHECKPOINT
     amp = amp_settings(args.amp, device)
+    if args.bench_seconds:
+        print(benchmark(model, meta, args.videos, args.bench_seconds, args.repeat, stride=stride, hop=args.hop_frames,
+                        mask_views=args.mask_views, mask_seed=args.mask_seed, batch_size=args.batch_size,
+                        device=device, amp=amp))
+        return 0
     results, status = [], 0
     for video in args.videos:
         try:

@@ -1,19 +1,22 @@
 """The ``adatosk tables`` command: the paper's Tables 1-4 with our measured numbers beside the quoted ones.
 
 Reads the grid of the config (``grid.main``: Table 1; ``grid.ablation``: Tables 2-4, see params/experiment/), every
-run's ``metrics.json`` (``runs/<dataset>/<variant>/fold<k>``, written by ``adatosk evaluate``) and the ``adatosk
-flops`` report, and writes to ``--out``, each table as Markdown, CSV and LaTeX:
+run's ``metrics.json`` (``runs/<dataset>/<variant>/fold<k>/seed<s>``, written by ``adatosk evaluate``) and the
+``adatosk flops`` report, and writes to ``--out``, each table as Markdown, CSV and LaTeX:
 
 * ``table1``: UAR / WAR per dataset, parameters and GFLOPs; the paper's rows (all its baselines) quoted as printed,
   marked ``paper (quoted)``, beside our measured rows;
 * ``table2`` (hard mask ratio x r: WAR and GFLOPs), ``table3`` (soft-mask strategies), ``table4`` (distance
   functions), on the ablation dataset;
+* ``all_tokens``: every variant of the grid evaluated with its hard mask (as in Tables 1-4) and with every token
+  visible (``eval_mask_ratio = 0``, ``evaluate.all_tokens``);
 * ``per_class_<dataset>``: per-class recall of every Table 1 variant; ``confusion_<dataset>_<variant>.png``: the
-  confusion matrix summed over folds, normalised per true class.
+  confusion matrix summed over runs, normalised per true class.
 
-Measured cells are the mean and sample standard deviation over the folds that ran, in percent; a cell whose runs
-have not happened says ``not run`` (and a partial one how many folds it has): no number is ever filled in. The
-summary for ``dvc metrics show`` goes to ``--metrics``.
+A measured cell is the mean and sample standard deviation, in percent (the unit of metrics.json), over the runs its
+grid group asks for: every fold of the group's splits on that dataset times every seed of ``grid.<group>.seeds``;
+the tables' notes say how many. A cell whose runs have not happened says ``not run`` (and a partial one how many
+runs it has): no number is ever filled in. The summary for ``dvc metrics show`` goes to ``--metrics``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from adatosk.grid import run_dir
+from adatosk.metrics import UNIT
 
 NOT_RUN = "not run"
 QUOTED = "paper (quoted)"
@@ -148,25 +152,53 @@ class Table:
 # --- measured numbers ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class Runs:
+    """The runs a grid group asks of one dataset: each of its folds trained with each of its seeds."""
+    folds: tuple[int, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.folds) * len(self.seeds)
+
+    def describe(self) -> str:
+        def listed(name: str, values: tuple[int, ...]) -> str:
+            return f"{name}{'s' if len(values) > 1 else ''} {', '.join(map(str, values))}"
+
+        return f"{listed('fold', self.folds)} x {listed('seed', self.seeds)} = {self.count} run{'s' * (self.count > 1)}"
+
+
+def group_runs(group: Mapping[str, Any]) -> dict[str, Runs]:
+    """dataset -> the runs of a grid group (``grid.main``, ``grid.ablation``) on it."""
+    seeds = tuple(int(s) for s in group.get("seeds", [0]))
+    folds: dict[str, list[int]] = {}
+    for split in group["splits"]:
+        folds.setdefault(str(split["dataset"]), []).append(int(split["fold"]))
+    return {dataset: Runs(tuple(f), seeds) for dataset, f in folds.items()}
+
+
+@dataclass(frozen=True)
 class Cell:
-    """The runs of one (dataset, variant) over the folds the grid asks for."""
+    """The evaluated runs of one (dataset, variant) out of the ``expected`` its grid group asks for."""
     metrics: tuple[dict[str, Any], ...]
-    expected_folds: int
+    expected: int
 
-    def values(self, key: str) -> list[float]:
-        return [100.0 * float(m[key]) for m in self.metrics]
+    def values(self, key: str, all_tokens: bool = False) -> list[float]:
+        """``key`` (uar, war) of every run, in percent; with ``all_tokens`` the runs' every-token evaluation."""
+        scores = [m.get("all_tokens") for m in self.metrics] if all_tokens else self.metrics
+        return [float(m[key]) for m in scores if m is not None]
 
-    def text(self, key: str) -> str:
-        return summary_text(self.values(key), self.expected_folds)
+    def text(self, key: str, all_tokens: bool = False) -> str:
+        return summary_text(self.values(key, all_tokens), self.expected)
 
 
 def summary_text(values: Sequence[float], expected: int) -> str:
-    """``mean ± std`` (sample std over folds) in percent; ``not run`` without values; partial folds are counted."""
+    """``mean ± std`` (sample std over runs); ``not run`` without values; a partial cell counts its runs."""
     if not values:
         return NOT_RUN
     mean = float(np.mean(values))
     text = f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {float(np.std(values, ddof=1)):.2f}"
-    return text if len(values) == expected else f"{text} ({len(values)}/{expected} folds)"
+    return text if len(values) == expected else f"{text} ({len(values)}/{expected} runs)"
 
 
 class Results:
@@ -176,19 +208,26 @@ class Results:
         self.root = str(runs_root)
         self.variants = variants
 
-    def cell(self, dataset: str, variant: str, folds: Sequence[int]) -> Cell:
+    def cell(self, dataset: str, variant: str, runs: Runs) -> Cell:
         found = []
-        for fold in folds:
-            path = Path(run_dir(self.root, dataset, variant, fold)) / "metrics.json"
-            if not path.is_file():
-                continue
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-            claimed = (metrics.get("data"), metrics.get("variant"), metrics.get("fold"))
-            if claimed != (dataset, variant, fold):
-                raise ValueError(f"{path} holds the metrics of data={claimed[0]} variant={claimed[1]} fold="
-                                 f"{claimed[2]}, not of the run its directory names")
-            found.append(metrics)
-        return Cell(tuple(found), len(folds))
+        for fold in runs.folds:
+            for seed in runs.seeds:
+                path = Path(run_dir(self.root, dataset, variant, fold, seed)) / "metrics.json"
+                if path.is_file():
+                    found.append(self._read(path, (dataset, variant, fold, seed)))
+        return Cell(tuple(found), runs.count)
+
+    @staticmethod
+    def _read(path: Path, run: tuple[str, str, int, int]) -> dict[str, Any]:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if metrics.get("unit") != UNIT:
+            raise ValueError(f"{path} gives no rates in {UNIT} (unit: {metrics.get('unit')!r}): it was written by an "
+                             "older `adatosk evaluate`, whose rates were fractions; evaluate the run again")
+        claimed = tuple(metrics.get(k) for k in ("data", "variant", "fold", "seed"))
+        if claimed != run:
+            raise ValueError(f"{path} holds the metrics of data={claimed[0]} variant={claimed[1]} fold={claimed[2]} "
+                             f"seed={claimed[3]}, not of the run its directory names")
+        return metrics
 
     def check_variant(self, variant: str, expect: Mapping[str, Any], where: str) -> None:
         """The grid's variant must be what the table row says it is (params/experiment/variants.yaml)."""
@@ -198,13 +237,6 @@ class Results:
         wrong = {k: model.get(k) for k, v in expect.items() if model.get(k) != v}
         if wrong:
             raise ValueError(f"{where}: variants.{variant} has {wrong}, but the row stands for {dict(expect)}")
-
-
-def folds_by_dataset(splits: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for split in splits:
-        out.setdefault(str(split["dataset"]), []).append(int(split["fold"]))
-    return out
 
 
 def load_flops(path: Path) -> dict[str, dict[str, Any]]:
@@ -235,13 +267,21 @@ def backbone(model: Mapping[str, Any] | None) -> str:
     return {"vit_base_patch16_160": "ViT-B/16", "vit_tiny_patch16_64": "ViT-Ti/16 (demo)"}.get(arch, arch or "?")
 
 
+def title_of(dataset: str) -> str:
+    return DATASET_TITLES.get(dataset, dataset)
+
+
+def runs_note(runs: Mapping[str, Runs]) -> str:
+    return "; ".join(f"{title_of(d)}: {r.describe()}" for d, r in runs.items())
+
+
 # --- the tables ---------------------------------------------------------------------------------------------------
 
 def table1(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]]) -> Table:
-    folds = folds_by_dataset(grid["main"]["splits"])
-    datasets = list(PAPER_DATASETS) + [d for d in folds if d not in PAPER_DATASETS]
+    runs = group_runs(grid["main"])
+    datasets = list(PAPER_DATASETS) + [d for d in runs if d not in PAPER_DATASETS]
     columns = ["Method", "Backbone", "#Params (M)", "GFLOPs"]
-    columns += [f"{DATASET_TITLES.get(d, d)} {m}" for d in datasets for m in ("UAR", "WAR")] + ["Source"]
+    columns += [f"{title_of(d)} {m} (%)" for d in datasets for m in ("UAR", "WAR")] + ["Source"]
     table = Table("table1", "Table 1: comparison on DFEW, FERV39K and MAFW (UAR / WAR, %)", columns)
     for quoted in PAPER_TABLE1:
         extra = ["-"] * (2 * (len(datasets) - len(PAPER_DATASETS)))
@@ -250,72 +290,112 @@ def table1(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[s
         if variant not in grid["main"]["variants"]:
             continue
         row = flops_row(flops, variant, results.variants)
-        cells = [results.cell(d, variant, folds[d]) if d in folds else None for d in datasets]
+        cells = [results.cell(d, variant, runs[d]) if d in runs else None for d in datasets]
         table.rows.append([label, backbone(results.variants.get(variant)), _number(row, "params_inference_m", 1),
                            _number(row, "gflops_inference", 2)]
                           + [c.text(m) if c else NOT_RUN for c in cells for m in ("uar", "war")] + [MEASURED])
     table.notes = [
-        "Quoted rows: the paper's Table 1 as printed ('-': not reported). Measured rows: mean ± sample std over "
-        "folds of this repository's runs; params and GFLOPs per inference view from `adatosk flops` (fvcore, one "
-        "multiply-add = one FLOP) at the grid's model size.",
+        "Quoted rows: the paper's Table 1 as printed ('-': not reported). Measured rows: mean ± sample std over the "
+        f"runs of each cell ({runs_note(runs) or 'none in the grid'}); params and GFLOPs per inference view from "
+        "`adatosk flops` (fvcore, one multiply-add = one FLOP) at the grid's model size.",
     ]
     return table
 
 
 def table2(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]], dataset: str,
-           folds: Sequence[int]) -> Table:
+           runs: Runs) -> Table:
     columns = ["Hard mask", "Metric", "Source"] + [f"r={r}" for r in EXCLUSIONS]
-    table = Table("table2", f"Table 2: hard mask ratio and excluded tokens r ({DATASET_TITLES.get(dataset, dataset)})",
-                  columns)
+    table = Table("table2", f"Table 2: hard mask ratio and excluded tokens r ({title_of(dataset)}; WAR in %)", columns)
     ran = set(grid["ablation"]["variants"]) | set(grid["main"]["variants"])
     dagger = results.variants.get("adatosk_dagger") or {}
     dagger_setting = (dagger.get("mask_ratio", PAPER_SETTING[0]), dagger.get("r", PAPER_SETTING[1]))
+    fraction = dagger.get("exclude_fraction")  # wins over r (r = fraction x N_v)
+    paper_setting = dagger_setting == PAPER_SETTING and fraction is None
     for ratio, (paper_war, paper_gflops) in PAPER_TABLE2.items():
         names = [table2_variant(ratio, r) for r in EXCLUSIONS]
         # AdaTosk-dagger stands for (70%, r=2) only if it runs that setting (the demo gives it its own token budget)
-        names = [None if n == "adatosk_dagger" and dagger_setting != PAPER_SETTING else n for n in names]
+        names = [None if n == "adatosk_dagger" and not paper_setting else n for n in names]
         for name, r in zip(names, EXCLUSIONS):
             if name is not None:
                 results.check_variant(name, {"mask_ratio": ratio, "r": r}, f"Table 2 ({ratio:.0%}, r={r})")
-        ours_war = [results.cell(dataset, n, folds).text("war") if n in ran else NOT_RUN for n in names]
+        ours_war = [results.cell(dataset, n, runs).text("war") if n in ran else NOT_RUN for n in names]
         ours_gflops = [_number(flops_row(flops, n, results.variants), "gflops_inference", 2) if n else NOT_RUN
                        for n in names]
         label = f"{ratio:.0%}"
         table.rows += [[label, "WAR", QUOTED, *paper_war], [label, "WAR", MEASURED, *ours_war],
                        [label, "GFLOPs", QUOTED, *paper_gflops], [label, "GFLOPs", MEASURED, *ours_gflops]]
     table.notes = ["(70%, r=2) is AdaTosk†. The paper leaves r=4 and r=6 out at 70% (the exclusion outgrows the "
-                   "visible tokens). Our GFLOPs count what the code runs per inference view (adatosk flops)."]
-    if dagger_setting != PAPER_SETTING:
-        table.notes.append(f"This experiment runs AdaTosk† at hard mask {dagger_setting[0]:.0%}, r={dagger_setting[1]}, "
-                           "so no run of it fills the (70%, r=2) cell.")
+                   "visible tokens). Our GFLOPs count what the code runs per inference view (adatosk flops). "
+                   f"Measured WAR: mean ± sample std over {runs.describe()}."]
+    if not paper_setting:
+        exclusion = f"r={dagger_setting[1]}" if fraction is None else f"exclude_fraction={fraction:g} (of N_v)"
+        table.notes.append(f"This experiment runs AdaTosk† at hard mask {dagger_setting[0]:.0%}, {exclusion}, so no "
+                           "run of it fills the (70%, r=2) cell.")
     return table
 
 
 def ablation_table(name: str, title: str, rows: Sequence[AblationRow], first: str, results: Results,
-                   grid: Mapping[str, Any], dataset: str, folds: Sequence[int]) -> Table:
-    columns = [first, "UAR (paper, quoted)", "WAR (paper, quoted)", "UAR (ours)", "WAR (ours)"]
-    table = Table(name, f"{title} ({DATASET_TITLES.get(dataset, dataset)})", columns)
+                   grid: Mapping[str, Any], dataset: str, runs: Runs) -> Table:
+    columns = [first, "UAR (%, paper, quoted)", "WAR (%, paper, quoted)", "UAR (%, ours)", "WAR (%, ours)"]
+    table = Table(name, f"{title} ({title_of(dataset)})", columns)
     ran = set(grid["ablation"]["variants"]) | set(grid["main"]["variants"])
     for row in rows:
         results.check_variant(row.variant, row.expect, f"{name} row {row.label!r}")
-        cell = results.cell(dataset, row.variant, folds) if row.variant in ran else None
+        cell = results.cell(dataset, row.variant, runs) if row.variant in ran else None
         table.rows.append([row.label, *row.paper, *(cell.text(m) if cell else NOT_RUN for m in ("uar", "war"))])
+    table.notes = [f"Ours: mean ± sample std over {runs.describe()}."]
+    return table
+
+
+def grid_cells(grid: Mapping[str, Any]) -> list[tuple[str, str, Runs]]:
+    """(dataset, variant, runs) of every variant the grid trains, Table 1's first; a variant of both groups once."""
+    cells: dict[tuple[str, str], Runs] = {}
+    for group in ("main", "ablation"):
+        for dataset, runs in group_runs(grid[group]).items():
+            for variant in grid[group]["variants"]:
+                cells.setdefault((dataset, variant), runs)
+    return [(dataset, variant, runs) for (dataset, variant), runs in cells.items()]
+
+
+def evaluation_hard_mask(model: Mapping[str, Any] | None) -> float | None:
+    """The hard-mask ratio a variant is evaluated with: VideoMAE none; AdaTosk eval_mask_ratio, else mask_ratio."""
+    if model is None:
+        return None
+    if model.get("family") == "videomae":
+        return 0.0
+    ratio = model.get("eval_mask_ratio")
+    return model.get("mask_ratio") if ratio is None else ratio
+
+
+def all_tokens_table(results: Results, grid: Mapping[str, Any]) -> Table:
+    columns = ["Dataset", "Variant", "Hard mask at test", "UAR (%)", "WAR (%)", "UAR (%, all tokens)",
+               "WAR (%, all tokens)", "Runs"]
+    table = Table("all_tokens", "Evaluation with the hard mask and with every token (eval_mask_ratio = 0)", columns)
+    for dataset, variant, runs in grid_cells(grid):
+        cell = results.cell(dataset, variant, runs)
+        ratio = evaluation_hard_mask(results.variants.get(variant))
+        table.rows.append([title_of(dataset), variant, "?" if ratio is None else f"{ratio:.0%}",
+                           *(cell.text(m, all_tokens=a) for a in (False, True) for m in ("uar", "war")),
+                           runs.describe()])
+    table.notes = ["The same test clips and temporal views: with the variant's evaluation hard mask (its mask views "
+                   "averaged), and with every token visible (one view; a variant without hard mask at test scores "
+                   "the same twice). Mean ± sample std over the runs."]
     return table
 
 
 def per_class_tables(results: Results, grid: Mapping[str, Any]) -> list[Table]:
     tables = []
-    for dataset, folds in folds_by_dataset(grid["main"]["splits"]).items():
-        cells = {v: results.cell(dataset, v, folds) for v in grid["main"]["variants"]}
+    for dataset, runs in group_runs(grid["main"]).items():
+        cells = {v: results.cell(dataset, v, runs) for v in grid["main"]["variants"]}
         names = next((list(m["class_names"]) for c in cells.values() for m in c.metrics), None)
         if names is None:
             continue
-        table = Table(f"per_class_{dataset}", f"Per-class recall on {DATASET_TITLES.get(dataset, dataset)} (%)",
-                      ["Variant"] + names)
+        table = Table(f"per_class_{dataset}", f"Per-class recall on {title_of(dataset)} (%)", ["Variant"] + names)
         for variant, cell in cells.items():
-            recalls = [[100.0 * m["per_class_recall"][k] for m in cell.metrics if m["per_class_recall"][k] is not None]
+            recalls = [[m["per_class_recall"][k] for m in cell.metrics if m["per_class_recall"][k] is not None]
                        for k in range(len(names))]
-            table.rows.append([variant] + [summary_text(r, len(folds)) for r in recalls])
+            table.rows.append([variant] + [summary_text(r, runs.count) for r in recalls])
+        table.notes = [f"Mean ± sample std over {runs.describe()}."]
         tables.append(table)
     return tables
 
@@ -329,9 +409,9 @@ def confusion_plots(results: Results, grid: Mapping[str, Any], out: Path) -> lis
     from adatosk.io import atomic_path
 
     written = []
-    for dataset, folds in folds_by_dataset(grid["main"]["splits"]).items():
+    for dataset, runs in group_runs(grid["main"]).items():
         for variant in grid["main"]["variants"]:
-            cell = results.cell(dataset, variant, folds)
+            cell = results.cell(dataset, variant, runs)
             if not cell.metrics:
                 continue
             counts = np.sum([np.asarray(m["confusion_matrix"], dtype=float) for m in cell.metrics], axis=0)
@@ -346,7 +426,7 @@ def confusion_plots(results: Results, grid: Mapping[str, Any], out: Path) -> lis
             ax.set_yticks(range(len(names)), names)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
-            ax.set_title(f"{variant} on {dataset} ({len(cell.metrics)}/{len(folds)} folds)", fontsize=9)
+            ax.set_title(f"{variant} on {dataset} ({len(cell.metrics)}/{runs.count} runs)", fontsize=9)
             fig.tight_layout()
             path = out / f"confusion_{dataset}_{variant}.png"
             with atomic_path(path) as tmp:
@@ -357,34 +437,34 @@ def confusion_plots(results: Results, grid: Mapping[str, Any], out: Path) -> lis
 
 
 def metrics_summary(results: Results, grid: Mapping[str, Any]) -> dict[str, Any]:
-    """Measured mean / std (%) per dataset and variant, for ``dvc metrics show``; runs that did not happen are absent."""
+    """Measured mean / sample std (%) per dataset and variant over its runs, with the hard mask and with every token,
+    for ``dvc metrics show``; variants without an evaluated run are absent."""
     summary: dict[str, Any] = {}
-    for group in ("main", "ablation"):
-        for dataset, folds in folds_by_dataset(grid[group]["splits"]).items():
-            for variant in grid[group]["variants"]:
-                cell = results.cell(dataset, variant, folds)
-                if not cell.metrics:
-                    continue
-                entry = {"folds": len(cell.metrics)}
-                for key in ("uar", "war"):
-                    values = cell.values(key)
-                    entry[key] = round(float(np.mean(values)), 4)
-                    entry[f"{key}_std"] = round(float(np.std(values, ddof=1)), 4) if len(values) > 1 else None
-                summary.setdefault(dataset, {})[variant] = entry
+    for dataset, variant, runs in grid_cells(grid):
+        cell = results.cell(dataset, variant, runs)
+        if not cell.metrics:
+            continue
+        entry: dict[str, Any] = {"unit": UNIT, "runs": len(cell.metrics), "of": runs.count}
+        for all_tokens, suffix in ((False, ""), (True, "_all_tokens")):
+            for key in ("uar", "war"):
+                values = cell.values(key, all_tokens)
+                entry[key + suffix] = round(float(np.mean(values)), 2) if values else None
+                entry[f"{key}{suffix}_std"] = round(float(np.std(values, ddof=1)), 2) if len(values) > 1 else None
+        summary.setdefault(dataset, {})[variant] = entry
     return summary
 
 
 def build_tables(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]]) -> list[Table]:
     tables = [table1(results, grid, flops)]
-    for dataset, folds in folds_by_dataset(grid["ablation"]["splits"]).items():
+    for dataset, runs in group_runs(grid["ablation"]).items():
         tables += [
-            table2(results, grid, flops, dataset, folds),
+            table2(results, grid, flops, dataset, runs),
             ablation_table("table3", "Table 3: soft mask strategies", TABLE3, "Soft mask strategy", results, grid,
-                           dataset, folds),
+                           dataset, runs),
             ablation_table("table4", "Table 4: distance functions of the class-agnostic soft mask", TABLE4,
-                           "Distance", results, grid, dataset, folds),
+                           "Distance", results, grid, dataset, runs),
         ]
-    return tables + per_class_tables(results, grid)
+    return tables + [all_tokens_table(results, grid)] + per_class_tables(results, grid)
 
 
 def write_tables(tables: Sequence[Table], out: Path) -> list[Path]:
@@ -410,7 +490,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="results/tables", metavar="DIR")
     parser.add_argument("--metrics", default="results/metrics.json", metavar="FILE",
                         help="the measured summary for `dvc metrics show`")
-    parser.add_argument("--print", action="store_true", dest="print_tables", help="print Tables 1-4 to the terminal")
+    parser.add_argument("--print", action="store_true", dest="print_tables",
+                        help="print Tables 1-4 and the all-token evaluation to the terminal")
     add_config_arguments(parser)
 
 
@@ -429,7 +510,7 @@ def main(args: argparse.Namespace) -> int:
     write_json_atomic(Path(args.metrics), metrics_summary(results, cfg["grid"]))
     if args.print_tables:
         for table in tables:
-            if table.name.startswith("table"):
+            if table.name.startswith("table") or table.name == "all_tokens":
                 print(table.markdown())
     print(f"wrote {len(written)} files to {out} and {args.metrics}")
     return 0

@@ -46,15 +46,18 @@ def test_bench_tiny_returns_every_field_with_consistent_ratios(tmp_path, capsys)
 
 def test_ratios_divide_by_the_baseline_measured_in_the_same_run():
     rows = [{"name": "adatosk", "gflops_inference": 1.0, "infer_clips_per_s": 9.0},
-            {"name": "videomae", "gflops_inference": 4.0, "infer_clips_per_s": 3.0}]
+            {"name": "videomae", "gflops_inference": 4.0, "infer_clips_per_s": 2.0}]
     bench.add_ratios(rows)
-    assert rows[0]["gflops_inference_ratio"] == 0.25 and rows[0]["infer_clips_per_s_ratio"] == 3.0
+    assert rows[0]["gflops_inference_ratio"] == 0.25 and rows[0]["infer_clips_per_s_ratio"] == 4.5
     assert rows[1]["gflops_inference_ratio"] == rows[1]["infer_clips_per_s_ratio"] == 1.0
     assert rows[0]["train_peak_mb_ratio"] is None  # missing on both sides
     targets = {t["field"]: t for t in bench.check_targets(
         [{**row, "name": "adatosk_dagger" if row["name"] == "adatosk" else row["name"]} for row in rows])}
     assert targets["infer_clips_per_s"]["met"] is True and targets["gflops_inference"]["met"] is True
     assert targets["train_clips_per_s"]["met"] is None
+    rows[0].update(infer_clips_per_s_ratio=3.5, train_clips_per_s_ratio=3.2)  # issue 12: >= 4x and >= 3.2x
+    targets = {t["field"]: t for t in bench.check_targets([{**rows[0], "name": "adatosk_dagger"}])}
+    assert targets["infer_clips_per_s"]["met"] is False and targets["train_clips_per_s"]["met"] is True
 
 
 def test_cpu_peak_memory_sees_an_allocation_inside_the_phase():

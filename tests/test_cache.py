@@ -42,7 +42,7 @@ def test_corrupt_file_error_names_the_file(tmp_path, clip, damage):
     data = path.read_bytes()
     path.write_bytes({"truncated_data": data[:-7], "truncated_header": data[:40], "garbage": b"not a numpy file" * 10,
                       "empty": b""}[damage])
-    with pytest.raises(CorruptClipError, match=r"corrupt packed clip .*c7\.npy"):
+    with pytest.raises(CorruptClipError, match=r"c7\.npy: corrupt packed clip"):
         open_clip(path)
 
 

@@ -14,6 +14,7 @@ from adatosk.data.cache import pack_clip
 from adatosk.data.dataset import ClipDataset, ClipReadError, worker_init_fn
 from adatosk.data.sampling import test_indices as sample_test_indices
 from adatosk.data.sampling import train_indices
+from adatosk.errors import AdatoskError
 
 SIZE, FRAMES = 24, 8
 LENGTHS = {"c0": 10, "c1": 40, "c2": 70, "c3": 33}
@@ -66,9 +67,9 @@ def test_selects_the_fold_and_split(dataset_dir):
     assert train.clip_ids == ["c0", "c1", "c2"] and test.clip_ids == ["c3"]
     assert ClipDataset(manifest, cfg, fold=2, split="test", train=False).clip_ids == ["c2"]
     assert train.labels == [0, 1, 2] and test.labels == [0] and train.num_classes == 3 and len(train) == 3
-    with pytest.raises(ValueError, match="no clips of fold 3"):
+    with pytest.raises(AdatoskError, match="no clips of fold 3"):
         ClipDataset(manifest, cfg, fold=3, split="train", train=True)
-    with pytest.raises(ValueError, match=r"labels \[5\] outside"):
+    with pytest.raises(AdatoskError, match=r"labels \[5\] outside"):
         ClipDataset(manifest.assign(label=5), cfg, fold=1, split="train", train=True)
 
 
@@ -185,7 +186,7 @@ def test_worker_processes_give_the_same_samples_and_follow_set_epoch(dataset_dir
 def test_frames_of_different_sizes_are_an_error(dataset_dir):
     manifest, cfg, root, _ = dataset_dir
     cv2.imwrite(str(root / "Clip" / "c0" / "00001.png"), np.zeros((10, 12, 3), np.uint8))
-    with pytest.raises(ClipReadError, match=r"Clip/c0 differ in size .*00001.png.*\(12, 10\)"):
+    with pytest.raises(ClipReadError, match=r"Clip/c0: frames differ in size .*00001.png.*\(12, 10\)"):
         ClipDataset(manifest, cfg, fold=1, split="train", train=False)[0]
 
 

@@ -60,5 +60,5 @@ def test_two_process_ddp_matches_the_single_process_contract(tmp_path):
     assert sum(map(sum, metrics[2]["confusion_matrix"])) == 7
     # the per-epoch validation of rank 0 saw the same predictions as `evaluate` (all-gathered, not rank-local)
     assert logs[2][0]["val_uar"] == pytest.approx(metrics[2]["uar"])
-    state = torch.load(runs[2] / "train_state.pt", weights_only=False)
+    state = torch.load(runs[2] / "train_state.pt", weights_only=True)  # what resume reads
     assert len(state["rng"]) == 2 and not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])

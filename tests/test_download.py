@@ -310,3 +310,23 @@ def test_cli_reports_a_missing_source_without_a_traceback(tmp_path, capsys):
     message = capsys.readouterr().err
     assert "demo: source 'tree'" in message and "data.sources.tree.url" in message
     assert not (tmp_path / "receipt.json").exists()
+
+
+def test_the_root_key_the_message_names_works_under_the_pipelines_params(tmp_path, capsys):
+    """`adatosk verify --config params.yaml select.dataset=demo`: `data` is replaced by `datasets.demo`, so the
+    message names `datasets.demo.root`; setting it verifies the tree, and the pin hint uses the same prefix."""
+    from adatosk.cli import main
+    from adatosk.data.demo import generate
+
+    params = Path(__file__).parents[1] / "params.yaml"
+    common = ["verify", f"--receipt={tmp_path / 'receipt.json'}", "--config", str(params), "select.dataset=demo"]
+    assert main(common + [f"datasets.demo.root={tmp_path / 'nothing'}"]) == 1
+    message = capsys.readouterr().err
+    assert "datasets.demo.root=DIR" in message and "datasets.demo.sources.tree.url" in message
+    generate(tmp_path / "mine", {"subjects": 5, "clips_per_class": 1, "raw_videos": 0})
+    assert main(common + [f"data.root={tmp_path / 'mine'}"]) == 1          # replaced by datasets.demo: ignored
+    capsys.readouterr()
+    assert main(common + [f"datasets.demo.root={tmp_path / 'mine'}"]) == 0
+    out = capsys.readouterr().out
+    assert "to pin it: datasets.demo.sources.tree.files=" in out
+    assert json.loads((tmp_path / "receipt.json").read_text())["root"] == str((tmp_path / "mine").resolve())

@@ -7,7 +7,6 @@ import sys
 import types
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -27,7 +26,7 @@ from adatosk.data.facecrop import (
     smooth_boxes,
 )
 from adatosk.data.transforms import resize_clip
-from adatosk.data.video import read_frames_dir, read_video
+from adatosk.data.video import read_frames_dir, read_video, write_video
 
 DATA = Path(__file__).parent / "data"
 PARAMS = Path(__file__).parents[1] / "params" / "data"
@@ -46,13 +45,14 @@ def detections(single_face) -> list[np.ndarray]:
 
 
 def _replay(frames, detections, skip=range(0), calls=None):
-    """A detector that returns the stored boxes of the frame of ``frames`` it is given (none for ``skip``)."""
+    """A detector that returns the stored boxes of the frame of ``frames`` it is given (none for ``skip``); ``calls``
+    records (frame, searched near the previous boxes)."""
     base = frames.__array_interface__["data"][0]
 
-    def detect(frame):
+    def detect(frame, near=None):
         t = (frame.__array_interface__["data"][0] - base) // frame.nbytes
         if calls is not None:
-            calls.append(t)
+            calls.append((t, near is not None))
         return np.zeros((0, 4)) if t in skip else detections[t]
 
     return detect
@@ -61,17 +61,6 @@ def _replay(frames, detections, skip=range(0), calls=None):
 @pytest.fixture(scope="module")
 def track(single_face, detections):
     return crop_face_track(single_face, CropParams(), _replay(single_face, detections))
-
-
-def _write_mp4(path: Path, frames: np.ndarray) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 # --- the face track of a real clip ----------------------------------------------------------------------------------
@@ -105,15 +94,55 @@ def test_no_face_clip_raises_no_face_error():
     frames = read_video(DATA / "no_face.mp4")
     with pytest.raises(NoFaceError) as info:
         crop_face_track(frames)
-    assert info.value.detected_fraction < 0.5 and "probed frames" in str(info.value)
+    assert info.value.detected_fraction < 0.5 and "of the 95 frames" in str(info.value)
 
 
-def test_detect_every_probes_fewer_frames(single_face, detections, track):
-    calls: list[int] = []
-    sparse = crop_face_track(single_face, CropParams(detect_every=4), _replay(single_face, detections, calls=calls))
-    assert calls == list(range(0, 72, 4)) + [71]  # every 4th frame and the last
-    assert sparse.detected_fraction == 1.0
-    assert np.abs(sparse.boxes - track.boxes).max() < 0.05 * track.boxes[:, 2].mean()
+def test_detect_every_searches_fully_every_kth_frame_and_tracks_between(single_face, detections):
+    calls: list[tuple[int, bool]] = []
+    skip = range(10, 14)  # the face is lost in frames 10-13
+    sparse = crop_face_track(single_face, CropParams(detect_every=5), _replay(single_face, detections, skip, calls))
+    assert [t for t, near in calls if not near] == list(range(0, 72, 5))
+    # lost in 10: no tracking in 11-14; the full search in 15 finds it again and tracks it back to 14 and 13 (lost)
+    assert calls[calls.index((15, False)):][:4] == [(15, False), (14, True), (13, True), (16, True)]
+    assert sorted(t for t, near in calls if near) == sorted([t for t in range(72) if t % 5 and t not in skip] + [13])
+    assert sparse.detected.tolist() == [t not in skip for t in range(72)]  # as a full search in every frame finds
+
+
+def test_tracking_between_full_searches_follows_the_real_face(single_face, track):
+    """The real detector: a full search every 10th frame and tracking between find the face in every frame, and the
+    crops match those of a full search in every frame."""
+    haar = HaarDetector(CropParams())
+    full_searches = []
+
+    def counting(frame, near=None):
+        full_searches.append(near is None)
+        return haar(frame, near)
+
+    tracked = crop_face_track(single_face, CropParams(detect_every=10), counting)
+    assert sum(full_searches) == 8 and len(full_searches) == 72
+    assert tracked.detected.all() and tracked.detected_fraction == 1.0
+    assert np.abs(tracked.boxes - track.boxes).max() < 0.05 * track.boxes[:, 2].mean()
+
+
+def test_tracking_finds_a_face_that_comes_back_from_its_first_frame(single_face):
+    """The real clip with 100 blank frames spliced in: tracking between full searches every 10th frame finds the face
+    in exactly the frames a full search in every frame finds it in."""
+    face = single_face[:36, ::2, ::2]
+    frames = np.concatenate([face, np.zeros((100, *face.shape[1:]), np.uint8), face[:33]])  # back at frame 136
+    every_frame = crop_face_track(frames, CropParams(detect_every=1, max_missing=1.0))
+    tracked = crop_face_track(frames, CropParams(detect_every=10, max_missing=1.0))
+    assert every_frame.detected.tolist() == [t < 36 or t >= 136 for t in range(169)]
+    assert tracked.detected.tolist() == every_frame.detected.tolist()
+
+
+def test_tracking_searches_only_near_the_previous_box_at_its_size(single_face, detections):
+    haar = HaarDetector(CropParams())
+    frame, (face,) = single_face[30], detections[30]  # face: x, y, w, h in frame pixels
+    (found,) = haar(frame, near=face[None])
+    assert np.abs(found - face).max() < 0.1 * face[2]
+    far = face + [320, 0, 0, 0] if face[0] < 320 else face - [320, 0, 0, 0]  # a box where there is no face
+    assert len(haar(frame, near=far[None])) == 0
+    assert len(haar(frame, near=(face * [1, 1, 0.4, 0.4])[None])) == 0  # a box far smaller than the face
 
 
 # --- tracking pieces on synthetic boxes -----------------------------------------------------------------------------
@@ -130,6 +159,18 @@ def test_main_track_prefers_the_big_long_lived_face():
     assert np.isnan(track[[5, 7], 0]).all()
     expected = [t for t in range(10) if t not in (5, 7)]
     assert np.allclose(track[expected, 0], 100 + np.array(expected)) and np.allclose(track[expected, 2], 50)
+
+
+def test_main_track_keeps_a_face_that_leaves_and_comes_back():
+    face = np.array([[100.0, 100.0, 50.0, 50.0]])
+    detections: list = [face] * 10 + [np.zeros((0, 4))] * 20 + [face + [30, 0, 0, 0]] * 6 + [np.zeros((0, 4))] * 4
+    false = np.array([[300.0, 300.0, 40.0, 40.0]])
+    detections[31:36] = [np.concatenate([face + [30, 0, 0, 0], false])] * 5  # a false face beside the face: not joined
+    detections[38] = false  # a brief false face when none is there: too short to join
+    track = main_track(detections, iou_threshold=0.3, max_gap=3)  # a 20-frame gap: two tracks of the face
+    found = ~np.isnan(track[:, 0])
+    assert found.tolist() == [True] * 10 + [False] * 20 + [True] * 6 + [False] * 4
+    assert np.allclose(track[found][:, 0], [100] * 10 + [130] * 6)
 
 
 def test_fill_missing_interpolates_and_holds_the_ends():
@@ -192,8 +233,8 @@ def _raw_cfg(tmp_path: Path, **face_crop) -> dict:
 def test_stage_crops_raw_videos_excludes_faceless_clips_and_resumes(tmp_path, single_face):
     videos = tmp_path / "root" / "videos"
     videos.mkdir(parents=True)
-    _write_mp4(videos / "face.mp4", single_face[:12])
-    _write_mp4(videos / "noface.mp4", read_video(DATA / "no_face.mp4")[:24])
+    write_video(videos / "face.mp4", single_face[:12])
+    write_video(videos / "noface.mp4", read_video(DATA / "no_face.mp4")[:24])
     cfg = _raw_cfg(tmp_path)
     report = run(cfg, jobs=2)
     assert (report["clips"], report["processed"], report["ok"]) == (2, 2, 1)
@@ -223,7 +264,7 @@ def test_stage_crops_raw_videos_excludes_faceless_clips_and_resumes(tmp_path, si
 def test_stage_never_writes_into_a_datasets_own_frames(tmp_path, single_face):
     cfg = _raw_cfg(tmp_path)
     (tmp_path / "root" / "videos").mkdir(parents=True)
-    _write_mp4(tmp_path / "root" / "videos" / "face.mp4", single_face[:4])
+    write_video(tmp_path / "root" / "videos" / "face.mp4", single_face[:4])
     (tmp_path / "root" / "faces" / "00001").mkdir(parents=True)  # e.g. DFEW's clip_224x224
     with pytest.raises(FileExistsError, match="set data.frames_dir to a new folder"):
         run(cfg)
@@ -272,3 +313,103 @@ def test_unreadable_clip_is_reported_as_failed(tmp_path):
     report = run(_raw_cfg(tmp_path))
     assert report["ok"] == 0 and report["failed"][0]["clip"] == "broken"
     assert "broken.mp4" in report["failed"][0]["reason"]
+
+
+# --- bad clips: failing clips, broken frame folders, changed sources -------------------------------------------------
+
+def _frame_folder(folder: Path, values: list[int], numbers: list[int] | None = None) -> None:
+    folder.mkdir(parents=True)
+    for value, number in zip(values, numbers or range(1, len(values) + 1)):
+        (folder / f"{folder.name}_{number:05d}.jpg").write_bytes(_jpeg(value))
+
+
+def _face_crop(capsys, *argv: str) -> tuple[int, str, str]:
+    from adatosk import cli
+
+    code = cli.main(["face-crop", "--jobs", "1", *argv])
+    captured = capsys.readouterr()
+    errors = "\n".join(line for line in captured.err.splitlines() if line.startswith("adatosk "))  # not progress
+    return code, captured.out, errors
+
+
+def test_command_fails_naming_broken_frame_folders_after_packing_the_others(tmp_path, capsys):
+    frames = tmp_path / "root" / "Clip" / "clip_224x224"
+    _frame_folder(frames / "00001", [10, 20, 30])
+    _frame_folder(frames / "00002", [10, 20, 30])
+    whole = (frames / "00002" / "00002_00002.jpg").read_bytes()
+    (frames / "00002" / "00002_00002.jpg").write_bytes(whole[:len(whole) // 2])  # truncated: half a frame
+    _frame_folder(frames / "00003", [10, 20, 30], numbers=[1, 2, 4])             # frame 3 is lost
+    code, out, err = _face_crop(capsys, f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache'}")
+    assert code == 1 and "1 ok" in out and "2 failed" in out
+    assert err.splitlines() == [
+        f"adatosk face-crop: {frames / '00002'}: cannot decode frame images (unreadable or truncated): "
+        "['00002_00002.jpg']",
+        f"adatosk face-crop: {frames / '00003'}: frames are missing: the numbering jumps from 00003_00002.jpg to "
+        "00003_00004.jpg"]
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.npy")) == ["00001.npy"]
+
+
+def test_command_fails_naming_an_undecodable_video_after_cropping_the_others(tmp_path, capsys, single_face):
+    videos = tmp_path / "root" / "videos"
+    videos.mkdir(parents=True)
+    write_video(videos / "face.mp4", single_face[:12])
+    (videos / "broken.mp4").write_bytes((DATA / "single_face.mp4").read_bytes()[:20_000])  # truncated: no index
+    code, out, err = _face_crop(capsys, f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache'}",
+                                "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos",
+                                "data.frames_dir=faces")
+    assert code == 1 and "1 ok" in out and "1 failed" in out
+    (line,) = err.splitlines()
+    assert line.startswith(f"adatosk face-crop: {videos / 'broken.mp4'}: cannot decode the video: pyav: ")
+    assert (tmp_path / "cache" / "face.npy").exists() and not (tmp_path / "cache" / "broken.npy").exists()
+
+
+def test_stage_removes_a_killed_runs_temporaries_and_refuses_a_second_run_on_its_cache(tmp_path, capsys):
+    from adatosk.io import locked_directory
+
+    frames = tmp_path / "root" / "Clip" / "clip_224x224"
+    _frame_folder(frames / "00001", [10, 20, 30])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    stale = cache / ".00001.npy.k3j9x2_a.tmp"  # the name atomic_path gives a file a killed run was writing
+    stale.write_bytes(b"half")
+    keep = cache / "notes.tmp"                # not an atomic_path temporary: not ours to delete
+    keep.write_text("x")
+    argv = (f"data.root={tmp_path / 'root'}", f"data.cache_dir={cache}")
+    with locked_directory(cache, "a test"):
+        code, _, err = _face_crop(capsys, *argv)
+    assert code == 1 and err == f"adatosk face-crop: {cache}: locked: another process is running `adatosk " \
+        "face-crop` in this directory; wait for it to finish or stop it"
+    assert stale.exists() and not (cache / "00001.npy").exists()
+    code, _, err = _face_crop(capsys, *argv)
+    assert code == 0 and err == ""
+    assert not stale.exists() and keep.exists() and (cache / "00001.npy").exists()
+
+
+def test_done_check_redoes_a_clip_whose_source_or_outputs_changed(tmp_path):
+    frames = tmp_path / "root" / "Clip" / "clip_224x224"
+    _frame_folder(frames / "00001", [10, 20, 30])
+    _frame_folder(frames / "00002", [10, 20, 30])
+    data = {"name": "demo", "layout": "dfew", "root": str(tmp_path / "root"), "frames_dir": "Clip/clip_224x224",
+            "cache_dir": str(tmp_path / "cache"), "img_size": 16, "face_crop": {"precropped": True}}
+    assert run(data)["processed"] == 2 and run(data)["processed"] == 0
+    (frames / "00002" / "00002_00003.jpg").write_bytes(_jpeg(200))  # the source's content changes
+    report = run(data)
+    assert report["processed"] == 1 and report["skipped_done"] == 1
+    assert open_clip(tmp_path / "cache" / "00002.npy")[2].mean() > 190  # the cache shows the new frame
+    pack = np.zeros((3, 16, 16, 3), np.uint8)  # the cache is overwritten behind the stage's back
+    np.save(tmp_path / "cache" / "00001.npy", pack)
+    assert run(data)["processed"] == 1 and open_clip(tmp_path / "cache" / "00001.npy").mean() > 5
+    assert run(data)["processed"] == 0
+
+
+def test_bench_prints_speed_and_coverage_per_detect_every(tmp_path, capsys):
+    rows_file = tmp_path / "bench.json"
+    code, out, _ = _face_crop(capsys, "--bench", str(DATA / "single_face.mp4"), "--repeat", "1",
+                              "--bench-json", str(rows_file))
+    rows = json.loads(rows_file.read_text())
+    assert code == 0 and [row["detect_every"] for row in rows] == [1, 5, 10, 15]
+    assert all(row["coverage"] == 1.0 and row["frames"] == 72 and row["total_fps"] > 0 for row in rows)
+    assert rows[0]["iou_vs_every_frame"] == 1.0 and all(row["iou_vs_every_frame"] > 0.9 for row in rows)
+    assert [row["configured"] for row in rows] == [False, False, True, False]  # CropParams().detect_every
+    table = [line for line in out.splitlines() if line.startswith("| single_face.mp4")]
+    assert len(table) == 4 and "| 10 (configured) |" in table[2] and "| 100.0% |" in table[2]

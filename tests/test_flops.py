@@ -158,3 +158,37 @@ def test_flops_command_prints_the_table_with_the_paper_s_numbers(tmp_path, capsy
     # r > 0 excludes tokens after the encoder: the note compares the same model with r = 0
     (note,) = result["exclusion_notes"]
     assert note["r"] == 2 and note["gflops_inference"] <= note["gflops_inference_r0"]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_exclusion_inside_the_encoder_lowers_the_counted_flops_as_r_grows():
+    """exclude_at=0: the excluded tokens skip every block, so the encoder's count falls with r; after the encoder
+    (exclude_at=None) r leaves the encoder's count unchanged."""
+    def encoder_and_total(r, exclude_at):
+        model = _build("adatosk_vit_tiny_patch16_64", mask_ratio=0.5, eval_mask_ratio=0.5, r=r,
+                       exclude_fraction=None, exclude_at=exclude_at)
+        counted = flops.model_flops(model, 16, 64)
+        return counted["flops_inference_by_module"]["encoder"], counted["flops_inference"], counted["flops_train"]
+
+    inside = [encoder_and_total(r, 0) for r in (0, 1, 2)]  # 0, 28 and 42 of the 64 visible tokens excluded
+    for fewer, more in zip(inside, inside[1:]):
+        assert all(m < f for f, m in zip(fewer, more)), (fewer, more)
+    assert inside[2][0] < 0.5 * inside[0][0]
+    after = [encoder_and_total(r, None) for r in (0, 2)]
+    assert after[0][0] == after[1][0] == pytest.approx(inside[0][0], rel=1e-3)  # inside: one more LayerNorm
+    assert inside[2][1] < after[1][1]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_table2_by_size_counts_each_reading(monkeypatch):
+    monkeypatch.setattr(flops, "PAPER_TABLE2", {(0.5, 0): 84.32, (0.5, 2): 72.24})
+    hyper = {"family": "adatosk", "tubelet_size": 2, "soft_mask": "ca+cs", "top_k": 4}
+    rows = flops.table2_by_size(hyper, "vit_tiny_patch16_64", 16, (32, 64), num_classes=7)
+    assert [(row["size"], row["r"]) for row in rows] == [(32, 0), (32, 2), (64, 0), (64, 2)]
+    never, after = flops.TABLE2_CONVENTIONS
+    for r0, r2 in ((rows[0], rows[1]), (rows[2], rows[3])):
+        assert r2[never]["gflops_inference"] < r0[never]["gflops_inference"]
+        assert r0[never]["gflops_inference"] == pytest.approx(r0[after]["gflops_inference"], rel=1e-2)
+        assert r2[after] == r0[after]
+    assert rows[2][never]["gflops_inference"] > 3 * rows[0][never]["gflops_inference"]  # 4x the tokens
+    flops.print_table2_by_size(rows, "vit_tiny_patch16_64")

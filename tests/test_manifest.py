@@ -16,6 +16,7 @@ from adatosk.data.manifest import (
     read_manifest,
     write_manifest,
 )
+from adatosk.errors import AdatoskError
 
 
 def _frames(folder: Path, n: int, suffix: str = ".jpg") -> None:
@@ -141,6 +142,18 @@ def test_named_readers_report_unknown_classes_and_duplicates(tmp_path):
     assert len(problems) == 5
 
 
+def test_a_split_line_leading_outside_the_data_root_is_refused(tmp_path):
+    root = tmp_path / "ferv39k"
+    _ferv39k_tree(root)
+    _frames(tmp_path / "secret", 5)  # a folder that ../../secret would read
+    _write(root / "4_setups" / "All_scenes" / "train_All.csv", "Action/Sad/0010 Sad\n../../secret Happy\n")
+    with pytest.raises(ManifestError) as caught:
+        build_manifest(_data_cfg(root, "ferv39k", [1]))
+    assert caught.value.problems == ["4_setups/All_scenes/train_All.csv:2: clip path '../../secret' leads outside "
+                                     "the frames directory (absolute or '..')"]
+    assert str(caught.value).startswith(f"{root}: 1 problem(s) with the splits:")
+
+
 def test_ferv39k_has_one_fold(tmp_path):
     _ferv39k_tree(tmp_path)
     with pytest.raises(ManifestError, match="one split"):
@@ -157,7 +170,7 @@ def test_write_read_roundtrip_keeps_zero_padded_ids(tmp_path):
     assert back.clip_id.iloc[0].startswith("000") and back.n_frames.dtype.kind == "i"
     assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temporary file
     path.write_text("clip_id,path\n00001,x\n")
-    with pytest.raises(ValueError, match="columns"):
+    with pytest.raises(AdatoskError, match="manifest.csv: columns"):
         read_manifest(path)
 
 

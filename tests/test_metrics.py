@@ -10,14 +10,15 @@ def test_confusion_matrix_rows_are_true_classes():
 
 
 def test_uar_war_on_a_hand_made_matrix():
-    # class 0: 8/10 right, class 1: 1/2 right, class 2: 3/4 right -> UAR = (0.8 + 0.5 + 0.75) / 3, WAR = 12/16
+    # class 0: 8/10 right, class 1: 1/2 right, class 2: 3/4 right -> UAR = (80 + 50 + 75) / 3 %, WAR = 12/16 = 75 %
     cm = np.array([[8, 1, 1],
                    [1, 1, 0],
                    [0, 1, 3]])
     m = recognition_metrics(cm, ["a", "b", "c"])
-    assert m["uar"] == pytest.approx((0.8 + 0.5 + 0.75) / 3)
-    assert m["war"] == pytest.approx(12 / 16)
-    assert m["per_class_recall"] == pytest.approx([0.8, 0.5, 0.75])
+    assert m["unit"] == "percent"
+    assert m["uar"] == pytest.approx((80 + 50 + 75) / 3)
+    assert m["war"] == pytest.approx(75.0)
+    assert m["per_class_recall"] == pytest.approx([80.0, 50.0, 75.0])
     assert m["support"] == [10, 2, 4]
     assert m["missing_classes"] == []
     assert m["confusion_matrix"] == cm.tolist() and m["class_names"] == ["a", "b", "c"]
@@ -32,8 +33,8 @@ def test_class_without_samples_is_excluded_from_uar_and_flagged():
     m = recognition_metrics(cm, ["happy", "sad", "fear"])
     assert m["per_class_recall"][1] is None
     assert m["missing_classes"] == ["sad"]
-    assert m["uar"] == pytest.approx((0.75 + 0.5) / 2)
-    assert m["war"] == pytest.approx(4 / 6)
+    assert m["uar"] == pytest.approx((75 + 50) / 2)
+    assert m["war"] == pytest.approx(100 * 4 / 6)
 
 
 def test_invalid_inputs_are_refused():

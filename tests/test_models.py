@@ -12,6 +12,7 @@ from einops import rearrange
 
 import adatosk  # noqa: F401  (registers the models)
 from adatosk.config import load_config
+from adatosk.errors import AdatoskError
 from adatosk.models import ModelOutput, create_model_from_config
 from adatosk.models.decoder import masked_targets, reconstruction_loss
 from adatosk.models.masking import num_visible, tube_mask, visible_order
@@ -229,6 +230,10 @@ VARIANTS = (
     + [dict(soft_mask="ca", diff=d) for d in ("l1", "l2", "cosine", "classification")]
     + [dict(soft_mask="cs", scores=s) for s in ("both", "redundancy", "semantic")]
     + [dict(soft_mask="ca+cs", combine="mean"), dict(soft_mask="ca+cs", pool="weighted"),
+       dict(soft_mask="ca+cs", pool="fc_norm"), dict(soft_mask="ca+cs", ca_gate="cosine"),
+       dict(soft_mask="ca+cs", cs_norm="slot"), dict(soft_mask="ca+cs", exclude_fraction=0.2),
+       dict(soft_mask="ca+cs", exclude_at=0), dict(soft_mask="ca+cs", exclude_at=1, diff="classification"),
+       dict(soft_mask="none", exclude_at=1), dict(soft_mask="ca", exclude_at=0),
        dict(soft_mask="ca+cs", exclude_from="current"), dict(soft_mask="ca+cs", r=0),
        dict(soft_mask="ca+cs", r=6, top_k=9)]
 )
@@ -266,7 +271,7 @@ def test_classification_gradient_reaches_soft_mask_modules_and_encoder():
 
 
 def test_excluded_tokens_have_zero_mask_and_leave_the_pool():
-    model = micro(soft_mask="ca+cs", r=2, combine="mean").eval()
+    model = micro(soft_mask="ca+cs", r=2, combine="mean", pool="mean").eval()
     x = clip()
     visible = tube_mask(2, 16, 0.5, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -280,6 +285,103 @@ def test_excluded_tokens_have_zero_mask_and_leave_the_pool():
         torch.testing.assert_close(pooled, expected)
 
 
+
+@pytest.mark.parametrize("pool", ["mean", "weighted", "fc_norm"])
+def test_exclude_at_depth_is_the_exclusion_after_the_full_encoder_bit_exactly(pool):
+    """exclude_at = depth (or None): the whole encoder on every visible token, then soft mask, pool, head."""
+    torch.manual_seed(0)
+    model = micro(soft_mask="ca+cs", pool=pool, ca_gate="cosine").eval()
+    same = micro(soft_mask="ca+cs", pool=pool, ca_gate="cosine", exclude_at=MICRO["depth"]).eval()
+    same.load_state_dict(model.state_dict())
+    x, visible = clip(), tube_mask(2, 16, 0.5, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        z = model.encoder(x, visible).view(2, 4, 8, -1)  # [B, T', N_v, C], every visible token, all blocks
+        m_s, excluded = model.temporal_soft_mask(z)
+        expected = model.head(model.fc_norm(model.pool(z, m_s, excluded)))
+        assert torch.equal(model(x, visible=visible), expected)
+        assert torch.equal(same(x, visible=visible), expected)
+
+
+@pytest.mark.parametrize("exclude_at", [0, 1])
+def test_excluded_tokens_skip_the_blocks_after_exclude_at(exclude_at):
+    torch.manual_seed(0)
+    model = micro(soft_mask="ca+cs", r=2, exclude_at=exclude_at, pool="fc_norm", ca_gate="cosine",
+                  cs_norm="slot").train()
+    encoder = model.encoder
+    x, visible = clip(), tube_mask(2, 16, 0.5, generator=torch.Generator().manual_seed(1))
+    decoder_inputs = []
+    model.decoder.register_forward_pre_hook(lambda _, args: decoder_inputs.append(args[0]))
+    with torch.no_grad():
+        out = model(x, torch.tensor([0, 1]), visible=visible)
+        early = encoder.embed(x, visible)
+        for block in encoder.blocks[:exclude_at]:
+            early = block(early)
+        z = encoder.norm(early).view(2, 4, 8, -1)  # what the soft mask scores
+        model.eval()  # BatchNorm: compare logits on the running statistics below
+        m_s, excluded = model.temporal_soft_mask(z)
+        assert excluded.sum(dim=(1, 2)).tolist() == [0 + 2 + 4 + 6] * 2
+        pooled = []
+        for b in range(2):
+            kept = early[b][~excluded[b].flatten()][None]  # [1, L_kept, C]: the excluded tokens are gone
+            for block in encoder.blocks[exclude_at:]:
+                kept = block(kept)
+            kept = encoder.norm(kept)[0]
+            weights = m_s[b][~excluded[b]]
+            pooled.append((kept * weights[:, None]).sum(0) / kept.shape[0])
+            # the decoder sees every visible token: kept ones after the last block, excluded ones from block k
+            seen = decoder_inputs[0][b]
+            torch.testing.assert_close(seen[~excluded[b].flatten()], kept, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(seen[excluded[b].flatten()], z[b][excluded[b]], atol=1e-5, rtol=1e-5)
+        expected = model.head(model.fc_norm(torch.stack(pooled)))
+        torch.testing.assert_close(model(x, visible=visible), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out.soft_mask, m_s)
+        after = micro(soft_mask="ca+cs", r=2, pool="fc_norm", ca_gate="cosine", cs_norm="slot").eval()
+        after.load_state_dict(model.state_dict())
+        assert not torch.allclose(after(x, visible=visible), expected)
+
+
+def test_fc_norm_pool_normalises_the_pooled_feature_whatever_the_gate_level():
+    torch.manual_seed(0)
+    model = micro(soft_mask="ca+cs", pool="fc_norm").eval()
+    x, visible = clip(), tube_mask(2, 16, 0.5, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = model.forward_head(model.forward_features(x, visible), pre_logits=True)
+        assert features.shape == (2, 32)
+        torch.testing.assert_close(features.mean(-1), torch.zeros(2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(features.var(-1, unbiased=False), torch.ones(2), atol=1e-3, rtol=0)
+        z = model.soft_mask_input(model.forward_features(x, visible))
+        m_s, excluded = model.temporal_soft_mask(z)
+        scaled = model.fc_norm(model.pool(z, 0.5 * m_s, excluded))  # the gate level does not reach the head
+        torch.testing.assert_close(scaled, model.fc_norm(model.pool(z, m_s, excluded)), atol=1e-3, rtol=1e-3)
+    assert set(model.fc_norm.state_dict()) == {"weight", "bias"}
+    assert isinstance(micro(soft_mask="ca+cs", pool="mean").fc_norm, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("gate", ["cosine"])
+def test_ca_gate_stays_away_from_0_and_1_while_training_the_tiny_config(gate):
+    """Real AdamW steps (the demo's lr) of the tiny config on a small batch: M_ca stays inside (0.01, 0.99)."""
+    cfg = load_config(["model=tiny", f"model.ca_gate={gate}"])
+    torch.manual_seed(0)
+    model = create_model_from_config(cfg.model, num_classes=7).train()
+    gates = []
+    model.ca.register_forward_hook(lambda _, args, out: gates.append(out.detach()))
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 16, 64, 64, generator=generator)
+    x[:4, :, 6:10] += 2.0  # a 'key moment' in half of the clips
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    for _ in range(12):
+        loss = model(x, y).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert len(gates) == 12
+    for m_ca in gates:
+        assert 0.01 < m_ca.min() and m_ca.max() < 0.99
+        assert 0.1 < m_ca.mean() < 0.95
+    assert not torch.equal(gates[0], gates[-1])  # it did train
+
+
 # --------------------------------------------------------------------------------------- registry and config
 
 def test_create_model_from_config_for_every_params_variant():
@@ -291,11 +393,16 @@ def test_create_model_from_config_for_every_params_variant():
         if variant in expected_soft:
             assert model.soft_mask == expected_soft[variant]
             assert model.mask_ratio == cfg.model.mask_ratio and model.eval_mask_ratio == cfg.model.eval_mask_ratio
+            assert model.pool_mode == "fc_norm"
+            depth = len(model.encoder.blocks)
+            assert model.exclude_at == (depth if cfg.model.exclude_at is None else cfg.model.exclude_at)
+            assert model.ca is None or model.ca.gate == "cosine"
+            assert model.cs is None or model.cs.norm == "slot"
 
 
 def test_create_model_from_config_rejects_a_missing_pretrained_file(tmp_path):
     cfg = load_config(["model.img_size=32", "model.num_frames=4", f"model.pretrained={tmp_path / 'nope.pth'}"])
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(AdatoskError, match="nope.pth: model.pretrained: no such checkpoint"):
         create_model_from_config(cfg.model, num_classes=7)
 
 
@@ -317,7 +424,8 @@ def test_vit_base_registered_and_one_clip_forward():
 
 def test_bf16_autocast_forward_and_backward():
     """The mixed-precision path (bf16 on CPU here, the same code as fp16/bf16 on GPU)."""
-    for variant in (dict(soft_mask="ca+cs", diff="classification"), dict(soft_mask="none")):
+    for variant in (dict(soft_mask="ca+cs", diff="classification"), dict(soft_mask="none"),
+                    dict(soft_mask="ca+cs", exclude_at=0, pool="fc_norm", ca_gate="cosine")):
         model = micro(**variant).train()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(clip(), torch.tensor([0, 1]))

@@ -151,12 +151,13 @@ def test_every_command_writes_where_its_stage_declares(profile, request):
                 assert {f"{cfg.data.manifest_dir}/manifest.csv", cfg.data.cache_dir} <= deps
         if address.startswith(("train", "evaluate", "explain")):
             assert cfg.model.variant == select["variant"] and cfg.data.fold == int(select["fold"])
+            assert cfg.seed == int(select["seed"]) and cfg.run_dir.endswith(f"/seed{cfg.seed}")
         if address.startswith(("train", "evaluate")):
             assert all(o.startswith(cfg.run_dir + "/") for o in outs), (address, cfg.run_dir)
         if address.startswith("explain@"):
             # explain reads the run's reported model; its figures stay out of runs/, which `tables` reads whole
             assert f"{cfg.run_dir}/checkpoint/last" in deps, (address, cfg.run_dir)
-            out = f"results/figures/{cfg.data.name}/{cfg.model.variant}/fold{cfg.data.fold}"
+            out = f"results/figures/{cfg.data.name}/{cfg.model.variant}/fold{cfg.data.fold}/seed{cfg.seed}"
             assert outs == {out} and f"--out {out}" in cmd, address
         if address.startswith("demo_data@"):
             assert cfg.data.root in outs
@@ -166,18 +167,19 @@ def test_run_dir_pattern_matches_params_config():
     from adatosk.config import load_config
     from adatosk.grid import run_dir
 
-    for overrides in ([], ["model=videomae", "data.fold=3"]):
+    for overrides in ([], ["model=videomae", "data.fold=3", "seed=4"]):
         cfg = load_config(overrides)
-        assert cfg.run_dir == run_dir(cfg.output_root, cfg.data.name, cfg.model.variant, cfg.data.fold)
+        assert cfg.run_dir == run_dir(cfg.output_root, cfg.data.name, cfg.model.variant, cfg.data.fold, cfg.seed)
 
 
 def test_paper_profile_dry_run_lists_the_paper_grid_on_gpus(paper_repo):
     jobs = snakemake_jobs(paper_repo, "gpus_per_job=8", "gpu_partition=a100", "cpu_partition=short")
     assert jobs["bench"][2]["gpu"] == "1"                     # a throughput benchmark: one GPU
     train = sorted(name for name in jobs if name.startswith("train__"))
-    runs = {re.search(r"select.dataset=(\w+) select.fold=(\d) select.variant=(\w+)", jobs[n][3]).groups() for n in train}
-    expected = {(d, str(k), v) for d, folds in (("dfew", range(1, 6)), ("ferv39k", [1]), ("mafw", range(1, 6)))
-                for k in folds for v in ("videomae", "adatosk", "adatosk_dagger")}
+    runs = {re.search(r"select.dataset=(\w+) select.fold=(\d) select.variant=(\w+) select.seed=(\d+)",
+                      jobs[n][3]).groups() for n in train}
+    expected = {(d, str(k), v, "0") for d, folds in (("dfew", range(1, 6)), ("ferv39k", [1]), ("mafw", range(1, 6)))
+                for k in folds for v in ("videomae", "adatosk", "adatosk_dagger")}         # the paper: seed 0
     assert runs == expected and len(train) == 33
     assert len([n for n in jobs if n.startswith("evaluate__")]) == 33
     ablation = [n for n in jobs if n.startswith("train_ablation__")]
@@ -187,9 +189,9 @@ def test_paper_profile_dry_run_lists_the_paper_grid_on_gpus(paper_repo):
         assert res["gpu"] == "8" and res["slurm_partition"] == "a100", name
         assert "torchrun --standalone --nproc-per-node=8 -m adatosk train --config params.yaml" in shell
     explain = [n for n in jobs if n.startswith("explain__")]
-    assert explain == ["explain__split0_adatosk_dagger"]
+    assert explain == ["explain__split0_adatosk_dagger_0"]
     assert "select.dataset=dfew select.fold=1 select.variant=adatosk_dagger" in jobs[explain[0]][3]
-    for name in ("manifest__dfew", "face_crop__mafw", "explain__split0_adatosk_dagger", "tables"):
+    for name in ("manifest__dfew", "face_crop__mafw", "explain__split0_adatosk_dagger_0", "tables"):
         _, _, res, shell = jobs[name]
         assert "gpu" not in res and res["slurm_partition"] == "short", name
         assert "torchrun" not in shell
@@ -221,7 +223,7 @@ def test_explain_of_a_run_without_soft_mask_names_the_grid_to_fix(tmp_path, caps
     params = OmegaConf.to_container(OmegaConf.load(REPO / "params.yaml"), resolve=True)
     model_cfg, classes = params["variants"]["videomae"], params["datasets"]["demo"]["class_names"]
     monkeypatch.chdir(tmp_path)                           # the run directory is relative: runs/...
-    checkpoint = Path(run_dir(params["output_root"], "demo", "videomae", 1)) / "checkpoint" / "last"
+    checkpoint = Path(run_dir(params["output_root"], "demo", "videomae", 1, 0)) / "checkpoint" / "last"
     save_model(checkpoint, create_model_from_config(model_cfg, len(classes)), model_cfg, len(classes), classes)
     code = cli.main(["explain", "--config", str(REPO / "params.yaml"), "select.dataset=demo", "select.fold=1",
                      "select.variant=videomae", "--per-class", "1", "--out", "figures"])
@@ -252,7 +254,9 @@ def test_select_run_builds_one_run_of_the_grid_and_refuses_what_is_not_in_it():
         return select_run(OmegaConf.merge(OmegaConf.create(cfg), {"select": keys}), "params.yaml")
 
     cfg = select(dataset="demo", fold=3, variant="adatosk_cs_semantic")
-    assert (cfg.run_dir, cfg.data.fold) == ("runs/demo/adatosk_cs_semantic/fold3", 3)
+    assert (cfg.run_dir, cfg.data.fold, cfg.seed) == ("runs/demo/adatosk_cs_semantic/fold3/seed0", 3, 0)
+    cfg = select(dataset="demo", fold=3, variant="adatosk_cs_semantic", seed=2)
+    assert (cfg.run_dir, cfg.seed) == ("runs/demo/adatosk_cs_semantic/fold3/seed2", 2)
     assert (cfg.model.soft_mask, cfg.model.scores, cfg.model.arch) == ("cs", "semantic", "vit_tiny_patch16_64")
     assert select().run_dir == demo["run_dir"]                                  # nothing selected: unchanged
     with pytest.raises(KeyError, match="variants.nope"):

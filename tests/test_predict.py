@@ -15,6 +15,7 @@ from adatosk.config import load_config, to_container
 from adatosk.data.cache import pack_clip
 from adatosk.data.classes import CLASS_NAMES
 from adatosk.data.dataset import ClipDataset
+from adatosk.data.video import read_video, write_video
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import load_model, save_model
 from adatosk.predict import classify_windows, plan_windows, window_clip
@@ -178,3 +179,29 @@ def test_no_face_exits_with_a_message(capsys, checkpoint):
 def test_missing_checkpoint_is_named(capsys, tmp_path):
     code, _, err = run(capsys, str(DATA / "single_face.mp4"), "--checkpoint", str(tmp_path / "nowhere"))
     assert code == 2 and str(tmp_path / "nowhere") in err and "Traceback" not in err
+
+
+def test_windows_without_a_face_are_listed_and_the_others_classified(capsys, checkpoint, tmp_path):
+    """A real face in 42% of the frames (36 frames, 100 blank ones, 36 frames): the windows with a face are
+    classified, the blank ones listed as such, and the video's probabilities come from the windows with a face."""
+    face = read_video(DATA / "single_face.mp4")[:36, ::2, ::2]  # [36, 180, 320, 3]
+    spliced = np.concatenate([face, np.zeros((100, *face.shape[1:]), np.uint8), face])
+    video_path = write_video(tmp_path / "spliced.mp4", spliced)
+    code, out, err = run(capsys, str(video_path), "--checkpoint", str(checkpoint), "--json", "--device", "cpu")
+    assert code == 0, err
+    (video,) = json.loads(out)["videos"]
+    assert video["n_frames"] == 172 and video["detected_fraction"] == pytest.approx(72 / 172, abs=0.03)
+    windows = video["windows"]
+    blank = [w for w in windows if w["start_frame"] >= 36 and w["end_frame"] < 136]
+    assert blank and not any(w["face"] or w["probs"] or w["pred"] for w in blank)
+    assert all(w["face_fraction"] == 0 for w in blank)
+    with_face = [w for w in windows if w["face"]]
+    assert windows[0] in with_face and windows[-1] in with_face and video["face_windows"] == len(with_face)
+    assert all(w["face_fraction"] >= 0.5 for w in with_face)
+    assert all(w["face_fraction"] < 0.5 and w["probs"] is None for w in windows if not w["face"])
+    window_probs = np.array([[w["probs"][c] for c in CLASSES] for w in with_face])
+    np.testing.assert_allclose([video["probs"][c] for c in CLASSES], window_probs.mean(axis=0), atol=1e-5)
+    code, out, _ = run(capsys, str(video_path), "--checkpoint", str(checkpoint), "--device", "cpu")
+    rows = out.splitlines()[2:]
+    assert code == 0 and f"{len(with_face)} with a face" in out.splitlines()[0]
+    assert sum(row.endswith("no face") for row in rows) == len(windows) - len(with_face) >= len(blank)

@@ -247,3 +247,112 @@ def test_the_sinusoid_reference_is_the_models_table():
     from adatosk.models.vit import get_sinusoid_encoding_table
     torch.testing.assert_close(get_sinusoid_encoding_table(800, 768), sinusoid_table(800, 768))
     assert math.isclose(float(sinusoid_table(3, 4)[0, 2, 0]), math.sin(2.0), rel_tol=1e-6)
+
+
+# ------------------------------------------------------------------- Hugging Face snapshots and the paper's check
+
+def hf_config(**kwargs):
+    from transformers import VideoMAEConfig
+
+    return VideoMAEConfig(image_size=IMG, patch_size=PATCH, num_frames=FRAMES, tubelet_size=TUBELET,
+                          hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
+                          intermediate_size=4 * WIDTH, layer_norm_eps=1e-6, num_labels=7, **kwargs)
+
+
+def randomise(model):
+    """Every parameter random (HF initialises biases and LayerNorms to constants, which would hide a swap)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=gen) * 0.05 + (parameter == 1).float())
+    return model.eval()
+
+
+def test_hf_video_classification_snapshot_gives_its_logits(tmp_path):
+    """A transformers VideoMAEForVideoClassification snapshot (config.json + model.safetensors) loads into the
+    baseline, query/key/value fused into qkv, and gives the same logits."""
+    transformers = pytest.importorskip("transformers")
+    hf = randomise(transformers.VideoMAEForVideoClassification(hf_config(use_mean_pooling=True)))
+    hf.fc_norm.eps = 1e-6  # transformers builds fc_norm with torch's default eps; VideoMAE's is 1e-6
+    hf.save_pretrained(tmp_path / "snapshot")
+    assert (tmp_path / "snapshot" / "model.safetensors").is_file()
+    cfg = load_config(["model=videomae", "model.arch=vit_tiny_patch16_64", f"model.img_size={IMG}",
+                       f"model.num_frames={FRAMES}", f"model.pretrained={tmp_path / 'snapshot'}"])
+    model = create_model_from_config(cfg.model, num_classes=7).eval()
+    assert model.pretrained_report["missing"] == []
+    x = video()
+    with torch.no_grad():
+        expected = hf(pixel_values=x.transpose(1, 2)).logits  # transformers takes [B, T, C, H, W]
+        torch.testing.assert_close(model(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_hf_videomae_model_snapshot_initialises_the_adatosk_encoder(tmp_path):
+    """A VideoMAEModel snapshot (final layernorm, no head), as pytorch_model.bin, gives the AdaTosk encoder its
+    features on every token."""
+    transformers = pytest.importorskip("transformers")
+    hf = randomise(transformers.VideoMAEModel(hf_config(use_mean_pooling=False)))
+    folder = tmp_path / "snapshot"
+    hf.config.save_pretrained(folder)
+    torch.save(hf.state_dict(), folder / "pytorch_model.bin")
+    cfg = load_config(["model=tiny", f"model.img_size={IMG}", f"model.num_frames={FRAMES}",
+                       f"model.pretrained={folder}"])
+    model = create_model_from_config(cfg.model, num_classes=7).eval()
+    assert not [k for k in model.pretrained_report["missing"] if k.startswith("encoder.")]
+    x = video()
+    with torch.no_grad():
+        torch.testing.assert_close(model.encoder(x), hf(pixel_values=x.transpose(1, 2)).last_hidden_state,
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_hf_key_names_map_onto_the_official_layout():
+    """transformers 4 stores VideoMAE's q_bias/v_bias, transformers 5 query/value biases: both map."""
+    from adatosk.models.pretrained import hf_to_official
+
+    w = {n: torch.full((4, 4), float(i)) for i, n in enumerate(("query", "key", "value"))}
+    old = {f"videomae.encoder.layer.0.attention.attention.{n}.weight": t for n, t in w.items()}
+    old.update({"videomae.encoder.layer.0.attention.attention.q_bias": torch.ones(4),
+                "videomae.encoder.layer.0.attention.attention.v_bias": torch.zeros(4),
+                "videomae.encoder.layer.0.output.dense.weight": torch.ones(4, 16),
+                "videomae.embeddings.patch_embeddings.projection.bias": torch.ones(4),
+                "classifier.weight": torch.ones(7, 4), "decoder.head.weight": torch.ones(3, 4)})
+    new = {k.replace("q_bias", "query.bias").replace("v_bias", "value.bias"): v for k, v in old.items()}
+    for state in (old, new):
+        mapped = hf_to_official(state)
+        assert sorted(mapped) == ["blocks.0.attn.q_bias", "blocks.0.attn.qkv.weight", "blocks.0.attn.v_bias",
+                                  "blocks.0.mlp.fc2.weight", "decoder.head.weight", "head.weight",
+                                  "patch_embed.proj.bias"]
+        assert mapped["blocks.0.attn.qkv.weight"][:, 0].tolist() == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+
+
+def test_a_folder_that_is_not_a_videomae_snapshot_is_refused(tmp_path):
+    from adatosk.errors import AdatoskError
+
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    cfg = load_config(["model=tiny", f"model.pretrained={folder}"])
+    with pytest.raises(AdatoskError, match="config.json is missing"):
+        create_model_from_config(cfg.model, num_classes=7)
+    (folder / "config.json").write_text('{"model_type": "vit"}')
+    with pytest.raises(AdatoskError, match="model_type 'vit'"):
+        create_model_from_config(cfg.model, num_classes=7)
+    (folder / "config.json").write_text('{"model_type": "videomae"}')
+    with pytest.raises(AdatoskError, match="no weights file"):
+        create_model_from_config(cfg.model, num_classes=7)
+
+
+def test_the_paper_experiment_refuses_to_train_without_weights(tmp_path, capsys):
+    from adatosk.cli import main
+
+    code = main(["train", "experiment=paper", f"output_root={tmp_path}", "train.epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "model.pretrained is required" in err
+    for hint in ("MODEL_ZOO", "MCG-NJU/videomae-base", "LGI-Former", "model.pretrained=scratch"):
+        assert hint in err
+    assert not any(tmp_path.iterdir())  # nothing written
+    # scratch, said explicitly, passes the check (small sizes keep this fast)
+    small = ["experiment=paper", "model.pretrained=scratch", "model.img_size=32", "model.num_frames=4"]
+    model = create_model_from_config(load_config(small).model, num_classes=7)
+    assert model.num_patches == 4
+    # the paper's grid variants inherit the requirement
+    assert load_config(["experiment=paper"]).variants.adatosk.pretrained == "required"

@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from adatosk.models.soft_mask import (
+    GATE_MAX_BIAS,
+    GATE_MAX_SCALE,
     ClassAgnosticSoftMask,
     ClassSemanticSoftMask,
     accumulate_redundancy,
+    exclusion_schedule,
     frame_difference,
     minmax_normalise,
 )
@@ -64,6 +67,38 @@ def test_ca_mask_follows_eq_6_and_7():
                 expected = torch.sigmoid(max(q @ k for k in keys) / math.sqrt(4))
                 torch.testing.assert_close(got[b, t, n], expected)
 
+
+
+def test_cosine_gate_is_a_bounded_scaled_cosine_starting_near_0_8():
+    torch.manual_seed(0)
+    ca = ClassAgnosticSoftMask(dim=8, qk_dim=4, top_k=2, se_reduction=4, gate="cosine")
+    z = torch.randn(2, 5, 3, 8)
+    scale, bias = ca.gate_scale_bias()
+    torch.testing.assert_close(torch.sigmoid(bias), torch.tensor(0.8))  # M_ca = 0.8 where the cosine is 0
+    activated = ca.activated_slots(z)
+    f = z.mean(dim=2).gather(1, activated[..., None].expand(-1, -1, 8))
+    keys = torch.nn.functional.normalize(ca.k(ca.se(f)), dim=-1)  # [B, K, d]
+    queries = torch.nn.functional.normalize(ca.q(z), dim=-1)  # [B, T', N_v, d]
+    cosine = torch.einsum("btnd,bkd->btnk", queries, keys).amax(-1)
+    torch.testing.assert_close(ca(z), torch.sigmoid(scale * cosine + bias))
+    # scaled-up tokens (the dot gate's failure: norms grow through training) leave the cosine gate unsaturated
+    assert ((ca(1000 * z) - 0.5).abs() < 0.49).all()
+    # whatever the parameters become, the logit stays within +-(max scale + max bias)
+    bound = torch.sigmoid(torch.tensor(GATE_MAX_SCALE + GATE_MAX_BIAS))
+    with torch.no_grad():
+        for sign in (1.0, -1.0):
+            ca.scale_logit.fill_(50.0)
+            ca.bias_atanh.fill_(50.0 * sign)
+            m = ca(z)
+            assert (m <= bound).all() and (m >= 1 - bound).all()
+
+
+def test_dot_gate_saturates_with_the_token_norm():
+    """Eq. 7 read literally: the logit scales with the tokens, so growing token norms drive M_ca to 0 or 1."""
+    torch.manual_seed(0)
+    ca = ClassAgnosticSoftMask(dim=8, qk_dim=4, top_k=2, gate="dot")
+    m = ca(1000 * torch.randn(2, 5, 3, 8))
+    assert ((m < 1e-6) | (m > 1 - 1e-6)).float().mean() > 0.5
 
 # ---------------------------------------------------------------------------------------- class-semantic (CS)
 
@@ -153,6 +188,55 @@ def test_minmax_normalise_over_valid_entries():
     x = torch.tensor([[[1.0, 3.0], [100.0, 2.0]]])
     valid = torch.tensor([[[True, True], [False, True]]])
     torch.testing.assert_close(minmax_normalise(x, valid), torch.tensor([[[0.0, 1.0], [0.0, 0.5]]]))
+    # per slot: each slot on its own; a slot with one valid entry (max = min) -> 0
+    torch.testing.assert_close(minmax_normalise(x, valid, per_slot=True), torch.tensor([[[0.0, 1.0], [0.0, 0.0]]]))
+
+
+@pytest.mark.parametrize("n_visible,r,fraction,expected", [
+    (30, 2, None, [2] * 7),                    # the paper: 2, 4, ..., 14 of 30 excluded in slots 2..8
+    (30, 0, 1 / 15, [2] * 7),                  # the same as a fraction (it wins over r)
+    (8, 2, 1 / 15, [1, 0, 1, 0, 1, 0, 1]),     # the demo: r = 0.53 per transition
+    (8, 1, None, [1] * 7),
+    (6, 2, None, [2, 2, 1, 0, 0, 0, 0]),       # capped: one position stays
+])
+def test_exclusion_schedule(n_visible, r, fraction, expected):
+    schedule = exclusion_schedule(n_visible, 7, r, fraction)
+    assert schedule == expected
+    with pytest.raises(ValueError, match="exclude_fraction"):
+        exclusion_schedule(8, 7, 2, 1.5)
+
+
+def test_exclude_fraction_excludes_the_papers_share_at_the_demos_n_v():
+    """N_v = 8, T' = 8: fraction 2/30 excludes 16 of 64 tokens (25%), as the paper's r=2 of N_v=30 excludes 56 of
+    240 (23%); r=1 would exclude 28 (44%)."""
+    torch.manual_seed(0)
+    z, g = torch.randn(2, 8, 8, 16), torch.rand(16)
+    _, excluded = ClassSemanticSoftMask(16, 4, exclude_fraction=2 / 30)(z, g)
+    assert excluded.sum(dim=(1, 2)).tolist() == [16, 16]
+    assert excluded.sum(dim=2)[0].tolist() == [0, 1, 1, 2, 2, 3, 3, 4]
+    _, excluded = ClassSemanticSoftMask(16, 4, r=1)(z, g)
+    assert excluded.sum(dim=(1, 2)).tolist() == [28, 28]
+    _, excluded = ClassSemanticSoftMask(16, 4, r=2)(torch.randn(1, 8, 30, 16), g)
+    assert excluded.sum().item() == 56
+
+
+def test_slot_norm_spans_zero_to_one_in_every_slot():
+    """S ramps along the clip; cs_norm=slot rescales it per slot, so no slot is masked more for coming later."""
+    torch.manual_seed(0)
+    z, g = torch.randn(2, 6, 10, 8), torch.rand(8)
+    cs = ClassSemanticSoftMask(dim=8, proj_dim=4, scores="redundancy", r=1, norm="slot")
+    m_cs, excluded = cs(z, g)
+    redundancy = (1 - m_cs).masked_fill(excluded, float("nan"))[:, 1:]  # slot 1 has S = 0 everywhere
+    torch.testing.assert_close(redundancy.nan_to_num(2.0).amin(-1), torch.zeros(2, 5))
+    torch.testing.assert_close(redundancy.nan_to_num(-1.0).amax(-1), torch.ones(2, 5))
+    assert (m_cs[:, 0] == 1).all()
+    clip_norm = ClassSemanticSoftMask(dim=8, proj_dim=4, scores="redundancy", r=1, norm="clip")
+    clip_norm.load_state_dict(cs.state_dict())
+    m_clip, _ = clip_norm(z, g)
+    kept_mean = lambda m: (m * ~excluded).sum(-1) / (~excluded).sum(-1)  # noqa: E731
+    # per clip, the ramp shows: later slots are masked more on average; per slot they are not
+    assert (kept_mean(m_clip)[:, -1] < kept_mean(m_clip)[:, 1]).all()
+    assert not torch.allclose(m_clip, m_cs)
 
 
 @pytest.mark.parametrize("scores", ["both", "redundancy", "semantic"])

@@ -9,6 +9,7 @@ import torch
 from adatosk.config import load_config, to_container
 from adatosk.data.demo import generate
 from adatosk.data.manifest import build_manifest, write_manifest
+from adatosk.errors import AdatoskError, ConfigError
 from adatosk.train import engine
 
 
@@ -37,7 +38,7 @@ def demo(tmp_path_factory) -> list[str]:
 
 
 def weights(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
@@ -88,7 +89,7 @@ def test_training_lowers_the_loss_and_writes_the_run_directory(demo, tmp_path):
     for name in ("last", "best"):
         assert (run / "checkpoint" / name / "model.safetensors").is_file()
         assert (run / "checkpoint" / name / "model.json").is_file()
-    assert torch.load(run / "train_state.pt", weights_only=False)["epoch"] == 6
+    assert torch.load(run / "train_state.pt", weights_only=True)["epoch"] == 6
 
 
 def test_max_steps_caps_the_run(demo, tmp_path):
@@ -101,7 +102,7 @@ def test_max_steps_caps_the_run(demo, tmp_path):
     history = engine.train(cfg, resume="never", max_steps=1)
     assert [(row["epoch"], row["steps"]) for row in history] == [(1, 1)]
     assert not (run / "metrics.json").exists()
-    assert torch.load(run / "train_state.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "train_state.pt", weights_only=True)["epoch"] == 1
 
 
 def test_a_finished_run_resumes_only_on_the_same_manifest(demo, tmp_path):
@@ -116,7 +117,7 @@ def test_a_finished_run_resumes_only_on_the_same_manifest(demo, tmp_path):
     assert (Path(cfg.run_dir) / "log.csv").is_file()
     lines = source.read_text().splitlines(keepends=True)
     (manifests / "manifest.csv").write_text("".join(lines[:-1]))  # other data: the old state is not this run's
-    with pytest.raises(ValueError, match="manifest"):
+    with pytest.raises(ConfigError, match="--resume: belongs to another run .*manifest"):
         engine.train(cfg, resume="require", max_steps=1)
 
 
@@ -145,7 +146,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(demo, tmp_path,
         engine.train(load_config(resumed))
     monkeypatch.undo()
     run = run_dir_of(resumed)
-    assert torch.load(run / "train_state.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "train_state.pt", weights_only=True)["epoch"] == 1
     assert len((run / "log.jsonl").read_text().splitlines()) == 1, "the log claims an epoch without checkpoint"
     assert not (run / "checkpoint" / "last").exists()
     assert not list(run.glob(".*.tmp")), "a temporary file survived the crash"
@@ -153,8 +154,8 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(demo, tmp_path,
     history = engine.train(load_config(resumed))              # automatic resumption from train_state.pt
     strip = [{k: v for k, v in row.items() if k != "time"} for row in history]
     assert strip == [{k: v for k, v in row.items() if k != "time"} for row in reference]
-    a = torch.load(run_dir_of(straight) / "train_state.pt", weights_only=False)
-    b = torch.load(run / "train_state.pt", weights_only=False)
+    a = torch.load(run_dir_of(straight) / "train_state.pt", weights_only=True)
+    b = torch.load(run / "train_state.pt", weights_only=True)
     assert_same_weights(a["model"], b["model"])
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
     for param in a["optimizer"]["state"]:                      # AdamW moments and step counts of every parameter
@@ -163,10 +164,15 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(demo, tmp_path,
     assert (run_dir_of(straight) / "checkpoint/last/model.safetensors").read_bytes() == \
         (run / "checkpoint/last/model.safetensors").read_bytes()
 
-    # a finished run returns at once; --resume needs a state of this very run; another recipe starts afresh
+    # a finished run returns at once; --resume needs a state of this very run; another recipe overwrites the
+    # finished run only with --restart
     assert engine.train(load_config(resumed), resume="require") == history
-    with pytest.raises(FileNotFoundError, match="--resume"):
+    with pytest.raises(AdatoskError, match="--resume: there is no train_state.pt"):
         engine.train(load_config(common + [f"output_root={tmp_path / 'none'}"]), resume="require")
-    with pytest.raises(ValueError, match="--resume: .* another run: its train differ"):
+    with pytest.raises(ConfigError, match=r"--resume: belongs to another run \(train.base_lr: 0.0\d+ -> 0.001\)"):
         engine.train(load_config(resumed + ["train.base_lr=1e-3"]), resume="require")
-    assert [row["epoch"] for row in engine.train(load_config(resumed + ["train.base_lr=1e-3"]))] == [1, 2, 3]
+    with pytest.raises(ConfigError, match=r"finished run of another config \(train.base_lr: .*--restart"):
+        engine.train(load_config(resumed + ["train.base_lr=1e-3"]))
+    assert (run / "checkpoint/last/model.safetensors").is_file()
+    assert [row["epoch"] for row in engine.train(load_config(resumed + ["train.base_lr=1e-3"]), resume="never")] \
+        == [1, 2, 3]

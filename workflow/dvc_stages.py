@@ -11,7 +11,7 @@ foreach and matrix resolved by DVC itself) and turns every stage with a command 
 * outputs: outs, metrics and plots. Snakemake must know which are directories before they exist; an output whose
   last path component has no suffix is a directory (``checkpoint/last``, ``cache/demo/128``, ``results/tables``).
 * shell: the stage's command; with ``meta.torchrun`` and GPUs per job, launched on all of them by torchrun.
-* resources: ``meta.slurm`` (``gpu`` | ``cpu``) chooses the resource set of the Snakemake config (slurm/config.yaml).
+* resources: ``meta.slurm`` (``gpu`` | ``cpu``) chooses the resource set of the Snakemake config (slurm/cluster.yaml).
 
 Stages without a command (``data.dvc``: ``dvc add``-ed data) become no rule: their outputs are inputs that must be
 present (``dvc pull``).
@@ -147,17 +147,26 @@ def shell_command(spec: RuleSpec, gpus: int) -> str:
 
 
 def resources(spec: RuleSpec, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Snakemake resources of a rule from the validated workflow config (workflow/schemas/config.schema.yaml)."""
+    """Snakemake resources of a rule from the validated workflow config (workflow/schemas/config.schema.yaml).
+
+    Every job is one task on one node with all its CPUs, memory and GPUs; torchrun starts the GPU processes
+    inside it. The SLURM executor plugin would turn ``tasks`` of a GPU job into ``--ntasks-per-gpu`` (one task per
+    GPU, each asking for all the CPUs): GPU jobs say ``tasks_per_gpu: 0`` instead, which drops that option, and
+    ask for one task per node through ``slurm_extra`` (the plugin refuses ``--ntasks`` there).
+    """
     kind = spec.kind
     out: dict[str, Any] = {
         "slurm_partition": config[f"{kind}_partition"],
         "runtime": config[f"{kind}_runtime"],
         "mem_mb": config[f"{kind}_mem_mb"],
         "cpus_per_task": config[f"{kind}_cpus"],
-        "tasks": 1,
+        "nodes": 1,
     }
     if config.get("slurm_account"):
         out["slurm_account"] = config["slurm_account"]
-    if gpu_count(spec, config):
-        out["gpu"] = gpu_count(spec, config)
+    gpus = gpu_count(spec, config)
+    if gpus:
+        out.update(gpu=gpus, tasks_per_gpu=0, slurm_extra="--ntasks-per-node=1")
+    else:
+        out["tasks"] = 1
     return out

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from adatosk.data.cache import open_clip
+from adatosk.errors import AdatoskError
 from adatosk.data.sampling import single_frame, test_indices, train_indices
 from adatosk.data.transforms import ClipAugment, normalize_clip, resize_clip
 from adatosk.data.video import VideoDecodeError, frame_files, read_frame_files, read_video
@@ -30,8 +31,8 @@ def worker_init_fn(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
-class ClipReadError(RuntimeError):
-    """A clip that cannot be read; the message names the clip and the file."""
+class ClipReadError(AdatoskError, RuntimeError):
+    """A clip that cannot be read: ``path`` is its file, the message names the clip."""
 
 
 @dataclass
@@ -128,18 +129,19 @@ class ClipDataset(torch.utils.data.Dataset):
             manifest = read_manifest(manifest)
         missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
         if missing:
-            raise ValueError(f"manifest lacks columns {missing}; it has {list(manifest.columns)}")
+            raise AdatoskError(f"manifest lacks columns {missing}; it has {list(manifest.columns)}")
         rows = manifest[(manifest["fold"].astype(int) == int(fold)) & (manifest["split"] == split)]
         if rows.empty:
             folds, splits = sorted(manifest["fold"].unique()), sorted(manifest["split"].unique())
-            raise ValueError(f"no clips of fold {fold}, split {split!r} in the manifest (folds {folds}, splits {splits})")
+            raise AdatoskError(f"no clips of fold {fold}, split {split!r} in the manifest (folds {folds}, splits "
+                               f"{splits})")
         self.clip_ids = rows["clip_id"].astype(str).tolist()
         self.paths = rows["path"].astype(str).tolist()
         self.labels = [int(label) for label in rows["label"]]
         self.num_classes = int(data_cfg["num_classes"])
         bad = sorted({label for label in self.labels if not 0 <= label < self.num_classes})
         if bad:
-            raise ValueError(f"labels {bad} outside [0, {self.num_classes}) in fold {fold}, split {split!r}")
+            raise AdatoskError(f"labels {bad} outside [0, {self.num_classes}) in fold {fold}, split {split!r}")
 
         self.root = Path(data_cfg["root"])
         self.cache_dir = Path(data_cfg["cache_dir"])
@@ -174,7 +176,8 @@ class ClipDataset(torch.utils.data.Dataset):
     def cache_path(self, index: int) -> Path:
         return self.cache_dir / f"{self.clip_ids[index]}.npy"
 
-    def _source(self, index: int) -> _CacheSource | _FolderSource | _VideoSource:
+    def _source(self, index: int, decode: bool = True) -> _CacheSource | _FolderSource | _VideoSource | None:
+        """The clip's reader; with ``decode=False`` a video file is only checked to be a non-empty file (None)."""
         cache = self.cache_path(index)
         if cache.exists():
             return _CacheSource(cache)
@@ -185,6 +188,10 @@ class ClipDataset(torch.utils.data.Dataset):
                 raise VideoDecodeError(f"no frame images in {path}")
             return _FolderSource(files)
         if path.is_file():
+            if not decode:
+                if path.stat().st_size == 0:
+                    raise VideoDecodeError(f"empty video file {path}")
+                return None
             return _VideoSource(path)
         raise FileNotFoundError(f"neither the packed clip {cache} nor the frames/video {path} exist")
 
@@ -203,16 +210,16 @@ class ClipDataset(torch.utils.data.Dataset):
         frames = resize_clip(source.read(views.reshape(-1)), self.size)
         return normalize_clip(frames).unflatten(1, views.shape).transpose(0, 1).contiguous()  # [V, 3, T, S, S]
 
-    def _failure(self, index: int, error: Exception) -> str:
+    def _failure(self, index: int, error: Exception) -> ClipReadError:
         cache = self.cache_path(index)
         where = cache if cache.exists() else self.root / self.paths[index]
-        return f"clip {self.clip_ids[index]} ({where}): {type(error).__name__}: {error}"
+        return ClipReadError(f"clip {self.clip_ids[index]} unreadable: {type(error).__name__}: {error}", where)
 
     def _read(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         try:
             return self._load(index, rng)
         except Exception as error:  # any decoder / file-system / format error: one wrapper naming the clip's file
-            raise ClipReadError(self._failure(index, error)) from error
+            raise self._failure(index, error) from error
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = self.rng(index)
@@ -233,14 +240,15 @@ class ClipDataset(torch.utils.data.Dataset):
         raise ClipReadError(f"no readable clip in the dataset; e.g. {next(iter(self.report.corrupt.values()))}")
 
     def validate(self) -> LoadReport:
-        """Open every clip's source (cache header, folder listing, or whole video) and record those that fail.
+        """Check every clip's source cheaply and record those that fail: a packed clip's header and size, a frame
+        folder's listing, a video file's presence (videos are not decoded; neither are frame images).
 
         Strict mode raises on the first failure; lenient mode records all of them in :attr:`report`."""
         for index in range(len(self)):
             try:
-                self._source(index)
+                self._source(index, decode=False)
             except Exception as error:
                 if self.strict:
-                    raise ClipReadError(self._failure(index, error)) from error
-                self.report.corrupt[self.clip_ids[index]] = self._failure(index, error)
+                    raise self._failure(index, error) from error
+                self.report.corrupt[self.clip_ids[index]] = str(self._failure(index, error))
         return self.report

@@ -36,11 +36,13 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
+from adatosk.errors import AdatoskError
 from adatosk.io import sha256_file, write_json_atomic
 
 CHUNK = 1 << 20
@@ -100,8 +102,10 @@ def _missing(dataset: str, source: Source, target: Path, why: str) -> SourceMiss
     licence = f"{dataset} is licensed: request it at {source.licence_url}. " if source.licence_url else ""
     return SourceMissingError(
         f"{dataset}: source '{source.name}' ({source.kind} {source.path}) is missing: {why}. {licence}"
-        f"Put the {source.kind} at {target} (or point data.root at your copy of {dataset}), or set "
-        f"data.sources.{source.name}.url=<path or URL of {Path(source.path).name or target.name}>"
+        f"Put the {source.kind} at {target}, or point the dataset's root at your copy of {dataset} "
+        f"(datasets.{dataset}.root=DIR in the pipeline's params.yaml, data.root=DIR for one command), or set "
+        f"datasets.{dataset}.sources.{source.name}.url (data.sources.{source.name}.url for one command) "
+        f"to the path or URL of {Path(source.path).name or target.name}"
     )
 
 
@@ -166,7 +170,7 @@ def fetch_file(url: str, dest: Path, expected_sha256: str | None, what: str) -> 
     On a checksum mismatch the ``.part`` is deleted and :class:`ChecksumError` names the file and both hashes;
     ``dest`` itself is only ever written by the final rename.
     """
-    from tqdm import tqdm
+    from adatosk.progress import progress
 
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +181,7 @@ def fetch_file(url: str, dest: Path, expected_sha256: str | None, what: str) -> 
                 for chunk in iter(lambda: out.read(CHUNK), b""):
                     digest.update(chunk)
             try:
-                with tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=what, leave=False) as bar:
+                with progress(total=total, initial=offset, unit="B", unit_scale=True, desc=what, leave=False) as bar:
                     for chunk in iter(lambda: stream.read(CHUNK), b""):
                         out.write(chunk)
                         digest.update(chunk)
@@ -279,6 +283,10 @@ def extract_archive(archive: Path, target: Path) -> int:
         else:
             raise ValueError(f"{archive} is neither a zip nor a tar archive")
         _merge_move(tmp, target)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        if isinstance(error, OSError) and error.filename is not None:  # the disk, not the archive
+            raise
+        raise AdatoskError(f"corrupt archive, nothing extracted ({error})", archive) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return len(members)
@@ -388,14 +396,16 @@ def main(args: argparse.Namespace) -> int:
     except (SourceMissingError, ChecksumError, DownloadInterrupted) as error:
         print(f"adatosk verify: {error}", file=sys.stderr)
         return 1
+    selected = (cfg.get("select") or {}).get("dataset")         # the pipeline's params.yaml: datasets.<name>
+    prefix = f"datasets.{selected}" if selected else "data"
     for name, entry in result["sources"].items():
         spec = entry["spec"]
         if "sha256" in entry:
             facts = f"sha256 {entry['sha256']}, {entry['bytes']:,} bytes"
-            hint = f"data.sources.{name}.sha256={entry['sha256']}"
+            hint = f"{prefix}.sources.{name}.sha256={entry['sha256']}"
         elif "files" in entry:
             facts = f"{entry['files']:,} files, {entry['size']:,} bytes"
-            hint = f"data.sources.{name}.files={entry['files']} data.sources.{name}.size={entry['size']}"
+            hint = f"{prefix}.sources.{name}.files={entry['files']} {prefix}.sources.{name}.size={entry['size']}"
         else:
             facts, hint = "", ""
         extracted = f"; extracted {entry['members']} members into {entry['extracted_to']}" \

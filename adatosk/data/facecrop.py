@@ -1,13 +1,15 @@
 """Face crops and the packed clip cache: the ``adatosk face-crop`` stage, and face tracks of in-memory videos.
 
 Raw videos (DFEW ``Clip/original``, MAFW ``data/clips``, any folder of user videos; ``data.face_crop.videos_dir``)
-go through :func:`crop_face_track`: faces are detected (OpenCV's Haar cascade, or MTCNN from facenet-pytorch if
-asked and installed) on a downscaled copy of every ``detect_every``-th frame, linked into tracks by IoU with the
-previous box, and the main track (largest summed box side: big and long-lived) is kept. Frames where it has no
-detection take the box interpolated from their neighbours; a clip whose main track misses more than
-``max_missing`` of the probed frames is excluded (:class:`NoFaceError`). Box centres and sizes are smoothed over
-time (moving median, then moving mean, over ``smooth_window`` frames), squared, expanded by ``margin`` and cropped
-(zero padding past the frame border) to ``size`` x ``size``. Crops are written as JPEG in DFEW's layout,
+go through :func:`crop_face_track`: faces are searched for (OpenCV's Haar cascade, or MTCNN from facenet-pytorch
+if asked and installed) on a downscaled copy of every ``detect_every``-th frame; in the frames between, each face
+is tracked by a search restricted to a window around its previous box and to about its size (a fraction of the
+cost). Boxes are linked into tracks by IoU with the previous box, and the main track (largest summed box side: big
+and long-lived, joined by other tracks in the time it leaves free) is kept. Frames where it has no detection take
+the box interpolated from their neighbours; a clip whose main track misses more than ``max_missing`` of its frames
+is excluded (:class:`NoFaceError`). Box centres and sizes are smoothed over time (moving median, then moving mean,
+over ``smooth_window`` frames), squared, expanded by ``margin`` and cropped (zero padding past the frame border) to
+``size`` x ``size``. Crops are written as JPEG in DFEW's layout,
 ``{data.root}/{frames_dir}/<clip>/<clip>_NNNNN.jpg`` (``frames_dir`` as the manifest reads it), in a folder marked
 as ours so that a dataset's own crops are never overwritten.
 
@@ -20,9 +22,11 @@ video) path relative to its root, without suffix, ``/`` replaced by ``_`` (DFEW 
 ``Action_Sad_0010``, MAFW ``00025``), as in the manifest.
 
 The stage runs clips in parallel (``--jobs``) and is resumable: ``{cache_dir}/face_crop_log.jsonl`` gets one line
-per finished clip (clip, frames, detected fraction, status, seconds); a clip is done when its line says ok (and its
-cache file and frame folder exist) or excluded. The report (``{cache_dir}/face_crop_report.json``) lists the
-excluded and failed clips.
+per finished clip (clip, frames, detected fraction, status, seconds, and the size and modification time of its
+source and outputs); a clip is done when its line says ok or excluded and neither its source nor (ok) its cache file
+and frame folder changed since: a changed, replaced or lost file makes the clip due again. The report
+(``{cache_dir}/face_crop_report.json``) lists the excluded and failed clips; the command prints one line per failed
+clip (``adatosk face-crop: <clip source>: <what is wrong>``) and exits 1 when any failed, after doing all others.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,10 @@ from adatosk.data.video import VIDEO_EXTENSIONS, VideoDecodeError, frame_files, 
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 HAAR_SCALE_FACTOR = 1.1
+HAAR_WINDOW = 24                     # the cascade's own window: no smaller face is found
+TRACK_REACH = 0.5                    # tracking searches this many box sides around the previous box
+TRACK_SIZE_RANGE = 1.3               # ... for faces between 1/1.3 and 1.3 times its size
+MIN_SEGMENT = 5                      # detections a track needs to join the main track in a time it leaves free
 OURS_MARKER = ".adatosk_face_crop"   # in a frames_dir written by this stage
 LOG_NAME = "face_crop_log.jsonl"
 REPORT_NAME = "face_crop_report.json"
@@ -68,12 +77,12 @@ class CropParams:
 
     detector: str = "haar"           # haar | mtcnn (facenet-pytorch, optional)
     detect_size: int = 320           # detect on frames downscaled so that the longer side is at most this
-    detect_every: int = 1            # detect on every k-th frame; the others are interpolated
+    detect_every: int = 10           # full search on every k-th frame; the frames between track the faces
     min_face: float = 0.1            # smallest face side, as a fraction of the frame's shorter side
     min_neighbors: int = 5           # Haar: neighbouring detections a face needs (higher: fewer false faces)
     iou_threshold: float = 0.3       # a detection continues a track if its IoU with the track's last box is this
     max_gap: int = 15                # frames a track may go undetected before it ends
-    max_missing: float = 0.5         # a clip whose main track misses more than this fraction of probed frames is out
+    max_missing: float = 0.5         # a clip whose main track misses more than this fraction of its frames is out
     smooth_window: int = 7           # frames of the moving median and mean of box centres and sizes
     margin: float = 0.25             # crop side = (1 + margin) x the larger side of the face box
     size: int = 224                  # side of the written crops
@@ -97,25 +106,46 @@ class FaceTrack:
     crops: np.ndarray                # [T, S, S, 3] uint8 RGB
     boxes: np.ndarray                # [T, 4] float crop boxes in frame pixels: centre x, centre y, side, side
     detected: np.ndarray             # [T] bool: the main track was detected in this frame (else interpolated)
-    detected_fraction: float         # detected frames / probed frames
+    detected_fraction: float         # detected frames / frames
 
 
 # --- detectors: RGB frame [H, W, 3] -> face boxes [N, 4] (x, y, w, h) in frame pixels --------------------------------
 
 class FaceDetector:
-    """Detects on a copy of the frame downscaled to ``detect_size``; boxes are returned in frame pixels."""
+    """Detects on a copy of the frame downscaled to ``detect_size``; boxes are returned in frame pixels.
+
+    Given ``near`` (the boxes of the previous frame), it tracks instead: it searches only a window around each box
+    (``TRACK_REACH`` box sides either way) for faces of about its size (``TRACK_SIZE_RANGE``), on the same
+    downscaled frame, which costs a fraction of a full search.
+    """
 
     def __init__(self, params: CropParams):
         self.params = params
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
+    def __call__(self, frame: np.ndarray, near: np.ndarray | None = None) -> np.ndarray:
         scale = min(1.0, self.params.detect_size / max(frame.shape[:2]))
         small = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        prepared = self.prepare(small)
         min_side = max(1, round(self.params.min_face * min(small.shape[:2])))
-        boxes = np.asarray(self.detect(small, min_side), dtype=np.float64).reshape(-1, 4)
-        return boxes / scale
+        if near is None:
+            return np.asarray(self.detect(prepared, min_side, None), dtype=np.float64).reshape(-1, 4) / scale
+        found = np.zeros((0, 4))
+        height, width = small.shape[:2]
+        for x, y, w, h in np.asarray(near, dtype=np.float64).reshape(-1, 4) * scale:
+            side = max(w, h)
+            x0, y0 = max(0, int(x - TRACK_REACH * side)), max(0, int(y - TRACK_REACH * side))
+            x1, y1 = min(width, int(x + w + TRACK_REACH * side) + 1), min(height, int(y + h + TRACK_REACH * side) + 1)
+            sizes = (max(min_side, int(side / TRACK_SIZE_RANGE)), int(side * TRACK_SIZE_RANGE) + 1)
+            boxes = np.asarray(self.detect(prepared[y0:y1, x0:x1], *sizes), dtype=np.float64).reshape(-1, 4)
+            found = merge_boxes(found, boxes + [x0, y0, 0, 0])  # a face inside two overlapping windows is kept once
+        return found / scale
 
-    def detect(self, small: np.ndarray, min_side: int) -> np.ndarray:
+    def prepare(self, small: np.ndarray) -> np.ndarray:
+        """The downscaled RGB frame as :meth:`detect` takes it (once per frame, before any window is cut)."""
+        return small
+
+    def detect(self, image: np.ndarray, min_side: int, max_side: int | None) -> np.ndarray:
+        """Face boxes [N, 4] (x, y, w, h) in ``image`` with a side between ``min_side`` and ``max_side``."""
         raise NotImplementedError
 
 
@@ -129,11 +159,17 @@ class HaarDetector(FaceDetector):
         if self.cascade.empty():
             raise RuntimeError(f"cannot load the Haar cascade {path}")
 
-    def detect(self, small: np.ndarray, min_side: int) -> np.ndarray:
-        grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-        side = max(min_side, 24)  # the cascade's own window is 24 px
-        return self.cascade.detectMultiScale(grey, scaleFactor=HAAR_SCALE_FACTOR,
-                                             minNeighbors=self.params.min_neighbors, minSize=(side, side))
+    def prepare(self, small: np.ndarray) -> np.ndarray:
+        return cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+
+    def detect(self, image: np.ndarray, min_side: int, max_side: int | None) -> np.ndarray:
+        side = max(min_side, HAAR_WINDOW)
+        if max_side is not None and max_side < side:
+            return np.zeros((0, 4))
+        largest = (max_side, max_side) if max_side is not None else (0, 0)  # (0, 0): no upper limit
+        return self.cascade.detectMultiScale(image, scaleFactor=HAAR_SCALE_FACTOR,
+                                             minNeighbors=self.params.min_neighbors, minSize=(side, side),
+                                             maxSize=largest)
 
 
 class MtcnnDetector(FaceDetector):
@@ -148,13 +184,14 @@ class MtcnnDetector(FaceDetector):
                               "install it or use detector=haar") from error
         self.mtcnn = MTCNN(keep_all=True, device="cpu")
 
-    def detect(self, small: np.ndarray, min_side: int) -> np.ndarray:
+    def detect(self, image: np.ndarray, min_side: int, max_side: int | None) -> np.ndarray:
         self.mtcnn.min_face_size = min_side
-        corners, _ = self.mtcnn.detect(small)  # [N, 4] x1, y1, x2, y2, or None
+        corners, _ = self.mtcnn.detect(image)  # [N, 4] x1, y1, x2, y2, or None
         if corners is None:
             return np.zeros((0, 4))
         corners = np.asarray(corners, dtype=np.float64)
-        return np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
+        boxes = np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
+        return boxes if max_side is None else boxes[boxes[:, 2:].max(axis=1) <= max_side]
 
 
 DETECTORS: dict[str, type[FaceDetector]] = {"haar": HaarDetector, "mtcnn": MtcnnDetector}
@@ -182,8 +219,11 @@ def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def main_track(detections: Sequence[np.ndarray | None], iou_threshold: float, max_gap: int) -> np.ndarray:
     """Link per-frame detections (``None``: frame not probed; else [N, 4] cx, cy, w, h) into tracks greedily by IoU
-    with each track's last box, and return the main track, the one of largest summed box side (big and long-lived
-    beats small, or big but brief), as [T, 4] with NaN where it is absent."""
+    with each track's last box, and return the main track as [T, 4] with NaN where it is absent.
+
+    The main track is the one of largest summed box side (big and long-lived beats small, or big but brief), joined
+    by the next best tracks of at least ``MIN_SEGMENT`` detections that lie in the time no chosen track spans: a
+    face that leaves the picture for longer than ``max_gap`` frames and comes back stays in the main track."""
     tracks: list[dict[int, np.ndarray]] = []
     for t, boxes in enumerate(detections):
         if boxes is None or len(boxes) == 0:
@@ -199,9 +239,14 @@ def main_track(detections: Sequence[np.ndarray | None], iou_threshold: float, ma
                 used_boxes.add(j)
         tracks += [{t: boxes[j]} for j in range(len(boxes)) if j not in used_boxes]
     out = np.full((len(detections), 4), np.nan)
-    if tracks:
-        best = max(tracks, key=lambda track: sum(float(np.sqrt(np.prod(b[2:]))) for b in track.values()))
-        for t, box in best.items():
+    chosen: list[dict[int, np.ndarray]] = []
+    for track in sorted(tracks, key=lambda track: sum(float(np.sqrt(np.prod(b[2:]))) for b in track.values()),
+                        reverse=True):
+        if not chosen or (len(track) >= MIN_SEGMENT
+                          and all(max(track) < min(other) or min(track) > max(other) for other in chosen)):
+            chosen.append(track)
+    for track in chosen:
+        for t, box in track.items():
             out[t] = box
     return out
 
@@ -251,25 +296,56 @@ def crop_square(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(inside, (size, size), interpolation=interpolation)
 
 
+def merge_boxes(boxes: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """``boxes`` [N, 4] and those of ``extra`` [M, 4] (x, y, w, h) that are not one of them (IoU below 0.5)."""
+    kept = [np.asarray(boxes, dtype=np.float64).reshape(-1, 4)]
+    for box in np.asarray(extra, dtype=np.float64).reshape(-1, 4):
+        known = np.concatenate(kept)
+        if not len(known) or box_iou(_xywh_to_cxcywh(box[None])[0], _xywh_to_cxcywh(known)).max() < 0.5:
+            kept.append(box[None])
+    return np.concatenate(kept)
+
+
+def detect_faces(frames: np.ndarray, detector: Callable[..., np.ndarray], detect_every: int) -> list[np.ndarray]:
+    """Face boxes [N, 4] (cx, cy, w, h) of every frame: a full search on every ``detect_every``-th frame; in the
+    frames after it, a search near the previous frame's boxes (none once they are lost); and from a full search
+    that finds a face the frame before it did not have, a search back through the frames since the last full one
+    (so a face that appears, or is lost and found again, is found from its first frame, as by a full search)."""
+    every = max(1, detect_every)
+    none = np.zeros((0, 4))
+    detections: list[np.ndarray] = []  # x, y, w, h
+    for t, frame in enumerate(frames):
+        previous = detections[-1] if detections else none
+        if t % every:
+            detections.append(detector(frame, near=previous) if len(previous) else none)
+            continue
+        boxes = np.asarray(detector(frame), dtype=np.float64).reshape(-1, 4)
+        detections.append(boxes)
+        near = merge_boxes(previous, boxes)[len(previous):]  # the faces that are new in this frame
+        for back in range(t - 1, t - every, -1):
+            if back < 0 or not len(near):
+                break
+            near = np.asarray(detector(frames[back], near=near), dtype=np.float64).reshape(-1, 4)
+            detections[back] = merge_boxes(detections[back], near)
+    return [_xywh_to_cxcywh(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)) for boxes in detections]
+
+
 def crop_face_track(frames: np.ndarray, params: CropParams | None = None,
-                    detector: Callable[[np.ndarray], np.ndarray] | None = None) -> FaceTrack:
+                    detector: Callable[..., np.ndarray] | None = None) -> FaceTrack:
     """Detect, track, smooth and crop the main face of ``frames`` (uint8 RGB [T, H, W, 3]).
 
     Raises :class:`NoFaceError` if no face is found, or the main track misses more than ``params.max_missing`` of
-    the probed frames. ``detector`` (frame -> [N, 4] x, y, w, h) defaults to ``make_detector(params)``.
+    the frames. ``detector`` (``(frame, near=None)`` -> [N, 4] x, y, w, h) defaults to ``make_detector(params)``.
     """
     params = params or CropParams()
     detector = detector or make_detector(params)
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"expected frames [T>0, H, W, 3], got {list(frames.shape)}")
-    probed = np.arange(len(frames)) % max(1, params.detect_every) == 0
-    probed[-1] = True  # the last frame anchors the interpolation at the end
-    detections = [_xywh_to_cxcywh(detector(frame)) if probe else None for frame, probe in zip(frames, probed)]
-    track = main_track(detections, params.iou_threshold, params.max_gap)
+    track = main_track(detect_faces(frames, detector, params.detect_every), params.iou_threshold, params.max_gap)
     detected = ~np.isnan(track[:, 0])
-    fraction = float(detected.sum() / probed.sum())
+    fraction = float(detected.mean())
     if fraction == 0.0 or 1.0 - fraction > params.max_missing:
-        raise NoFaceError(f"the main face track covers {fraction:.0%} of the {int(probed.sum())} probed frames "
+        raise NoFaceError(f"the main face track covers {fraction:.0%} of the {len(frames)} frames "
                           f"(at least {1 - params.max_missing:.0%} needed)", fraction)
     boxes = square_boxes(smooth_boxes(fill_missing(track), params.smooth_window), params.margin)
     crops = np.stack([crop_square(frame, box, params.size) for frame, box in zip(frames, boxes)])
@@ -293,6 +369,23 @@ class ClipTask:
         crop = asdict(self.params) if self.frames_out else None
         blob = json.dumps([self.source, self.frames_out, self.img_size, crop], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stamp(path: str | os.PathLike[str] | None) -> str | None:
+    """What changes when a file or folder's content does: size and modification time of the file, or of each
+    (non-hidden) file in the folder, hashed; None for a path that does not exist."""
+    if path is None or not os.path.exists(path):
+        return None
+    if os.path.isfile(path):
+        info = os.stat(path)
+        return f"{info.st_size}:{info.st_mtime_ns}"
+    entries = sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in os.scandir(path)
+                     if entry.is_file() and not entry.name.startswith("."))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
+def _output_stamps(task: ClipTask) -> list[str | None]:
+    return [stamp(task.cache), stamp(task.frames_out)]
 
 
 def clip_id_of(path: Path, root: Path) -> str:
@@ -351,7 +444,8 @@ def process_clip(task: ClipTask) -> dict[str, Any]:
     from adatosk.data.transforms import resize_clip
 
     start = time.perf_counter()
-    record: dict[str, Any] = {"clip": task.clip_id, "source": task.source, "key": task.key}
+    record: dict[str, Any] = {"clip": task.clip_id, "source": task.source, "key": task.key,
+                              "source_stamp": stamp(task.source)}
     try:
         if task.frames_out is None:
             frames = read_frames_dir(task.source)
@@ -366,12 +460,16 @@ def process_clip(task: ClipTask) -> dict[str, Any]:
         record.update(frames=len(frames), detected_fraction=fraction, status="ok")
     except NoFaceError as error:
         record.update(frames=None, detected_fraction=error.detected_fraction, status="excluded", reason=str(error))
-    except (VideoDecodeError, CorruptClipError, FileNotFoundError) as error:
+    except (VideoDecodeError, CorruptClipError) as error:
+        within = "" if error.path in (None, task.source) else f"{error.path}: "
+        record.update(frames=None, detected_fraction=None, status="failed", reason=within + error.what)
+    except FileNotFoundError as error:
         record.update(frames=None, detected_fraction=None, status="failed", reason=str(error))
     if record["status"] != "ok":  # no stale outputs of an earlier run may stay behind
         Path(task.cache).unlink(missing_ok=True)
         if task.frames_out:
             shutil.rmtree(task.frames_out, ignore_errors=True)
+    record["output_stamps"] = _output_stamps(task)
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record
 
@@ -390,12 +488,13 @@ def read_log(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _is_done(task: ClipTask, record: dict[str, Any] | None) -> bool:
-    if record is None or record.get("key") != task.key:
+    """The log's record says the clip is done with this task's settings, from the source as it is now, and (ok)
+    into the outputs as they are now."""
+    if record is None or record.get("key") != task.key or record.get("source_stamp") != stamp(task.source):
         return False
     if record["status"] == "excluded":
         return True
-    outputs = [Path(task.cache)] + ([Path(task.frames_out)] if task.frames_out else [])
-    return record["status"] == "ok" and all(p.exists() for p in outputs)
+    return record["status"] == "ok" and record.get("output_stamps") == _output_stamps(task)
 
 
 def _claim_frames_dir(frames_root: Path) -> None:
@@ -449,69 +548,108 @@ def _run_tasks(tasks: Sequence[ClipTask], jobs: int) -> Iterator[dict[str, Any]]
 def run(data_cfg: Mapping[str, Any], jobs: int = 1, force: bool = False,
         report_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Process every clip not done yet; write the log and the report; return the report."""
-    from tqdm import tqdm
-
-    from adatosk.io import write_json_atomic
+    from adatosk.io import locked_directory, remove_stale_temporaries, write_json_atomic
+    from adatosk.progress import progress
 
     tasks = plan(data_cfg)  # never empty
     precropped = tasks[0].frames_out is None
     cache_dir = Path(data_cfg["cache_dir"])
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    log_path = cache_dir / LOG_NAME
-    if force:
-        log_path.unlink(missing_ok=True)
-    if not precropped:
-        _claim_frames_dir(Path(str(tasks[0].frames_out)).parent)
-    records = read_log(log_path)
-    todo = [task for task in tasks if not _is_done(task, records.get(task.clip_id))]
-    start = time.perf_counter()
-    with open(log_path, "a", encoding="utf-8") as log, \
-            tqdm(total=len(todo), desc="face-crop", unit="clip") as bar:
-        for record in _run_tasks(todo, jobs):
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            records[record["clip"]] = record
-            bar.update()
-    seconds = time.perf_counter() - start
-    current = [records[task.clip_id] for task in tasks]
-    done_frames = sum(records[task.clip_id].get("frames") or 0 for task in todo)
-    report = {
-        "dataset": data_cfg["name"],
-        "precropped": precropped,
-        "clips": len(tasks),
-        "processed": len(todo),
-        "skipped_done": len(tasks) - len(todo),
-        "ok": sum(r["status"] == "ok" for r in current),
-        "excluded": [{k: r.get(k) for k in ("clip", "source", "detected_fraction", "reason")}
-                     for r in current if r["status"] == "excluded"],
-        "failed": [{k: r.get(k) for k in ("clip", "source", "reason")} for r in current if r["status"] == "failed"],
-        "seconds": round(seconds, 2),
-        "frames_per_second": round(done_frames / seconds, 1) if done_frames else None,
-        "crop_params": None if precropped else asdict(tasks[0].params),
-        "log": str(log_path),
-    }
-    write_json_atomic(report_path or cache_dir / REPORT_NAME, report)
-    return report
+    with locked_directory(cache_dir, "`adatosk face-crop`"):
+        remove_stale_temporaries(cache_dir)  # what a killed run of this stage left
+        log_path = cache_dir / LOG_NAME
+        if force:
+            log_path.unlink(missing_ok=True)
+        if not precropped:
+            _claim_frames_dir(Path(str(tasks[0].frames_out)).parent)
+        records = read_log(log_path)
+        todo = [task for task in tasks if not _is_done(task, records.get(task.clip_id))]
+        start = time.perf_counter()
+        with open(log_path, "a", encoding="utf-8") as log, \
+                progress(total=len(todo), desc="face-crop", unit="clip") as bar:
+            for record in _run_tasks(todo, jobs):
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                records[record["clip"]] = record
+                bar.update()
+        seconds = time.perf_counter() - start
+        current = [records[task.clip_id] for task in tasks]
+        done_frames = sum(records[task.clip_id].get("frames") or 0 for task in todo)
+        report = {
+            "dataset": data_cfg["name"],
+            "precropped": precropped,
+            "clips": len(tasks),
+            "processed": len(todo),
+            "skipped_done": len(tasks) - len(todo),
+            "ok": sum(r["status"] == "ok" for r in current),
+            "excluded": [{k: r.get(k) for k in ("clip", "source", "detected_fraction", "reason")}
+                         for r in current if r["status"] == "excluded"],
+            "failed": [{k: r.get(k) for k in ("clip", "source", "reason")}
+                       for r in current if r["status"] == "failed"],
+            "seconds": round(seconds, 2),
+            "frames_per_second": round(done_frames / seconds, 1) if done_frames else None,
+            "crop_params": None if precropped else asdict(tasks[0].params),
+            "log": str(log_path),
+        }
+        write_json_atomic(report_path or cache_dir / REPORT_NAME, report)
+        return report
 
 
 # --- benchmark ------------------------------------------------------------------------------------------------------
 
-def benchmark(video: str | os.PathLike[str], params: CropParams, repeat: int = 3) -> dict[str, Any]:
-    """Frames per second of decoding and of :func:`crop_face_track` on one video (best of ``repeat``)."""
-    detector = make_detector(params)
-    decode, crop = [], []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        frames = read_video(video)
-        decode.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        track = crop_face_track(frames, params, detector)
-        crop.append(time.perf_counter() - start)
-    n = len(frames)
-    return {"video": str(video), "frames": n, "resolution": f"{frames.shape[2]}x{frames.shape[1]}",
-            "detected_fraction": track.detected_fraction, "decode_fps": round(n / min(decode), 1),
-            "crop_fps": round(n / min(crop), 1), "total_fps": round(n / (min(decode) + min(crop)), 1),
-            "detector": params.detector, "detect_size": params.detect_size, "detect_every": params.detect_every}
+BENCH_DETECT_EVERY = (1, 5, 10, 15)  # 1: a full search in every frame, as the stage did before tracking
+
+
+def benchmark(videos: Sequence[str | os.PathLike[str]], params: CropParams, repeat: int = 3) -> list[dict[str, Any]]:
+    """Speed and face coverage of :func:`crop_face_track` on each video, one row per ``detect_every`` (those of
+    ``BENCH_DETECT_EVERY`` and ``params``'), best time of ``repeat`` runs. ``coverage``: the frames where the main
+    track was found; ``iou_vs_every_frame``: mean IoU of the crop boxes with those of a full search in every frame."""
+    rows = []
+    for video in videos:
+        decode = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            frames = read_video(video)
+            decode.append(time.perf_counter() - start)
+        n, reference = len(frames), None
+        for every in sorted({*BENCH_DETECT_EVERY, params.detect_every}):
+            setting = replace(params, detect_every=every, max_missing=1.0)  # measure any coverage, exclude none
+            detector = make_detector(setting)
+            crop, boxes = [], None
+            for _ in range(repeat):
+                start = time.perf_counter()
+                try:
+                    track = crop_face_track(frames, setting, detector)
+                    boxes, coverage = track.boxes, track.detected_fraction
+                except NoFaceError as error:
+                    coverage = error.detected_fraction
+                crop.append(time.perf_counter() - start)
+            if every == 1:
+                reference = boxes
+            agreement = None if boxes is None or reference is None else \
+                float(np.mean([box_iou(a, b[None])[0] for a, b in zip(boxes, reference)]))
+            rows.append({"video": str(video), "frames": n, "resolution": f"{frames.shape[2]}x{frames.shape[1]}",
+                         "detect_every": every, "configured": every == params.detect_every,
+                         "decode_fps": round(n / min(decode), 1), "crop_fps": round(n / min(crop), 1),
+                         "total_fps": round(n / (min(decode) + min(crop)), 1), "coverage": round(coverage, 4),
+                         "iou_vs_every_frame": None if agreement is None else round(agreement, 4),
+                         "detector": params.detector, "detect_size": params.detect_size})
+    return rows
+
+
+def format_bench(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The benchmark rows as a Markdown table, under a line with the machine's load."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [f"face-crop speed ({rows[0]['detector']}, detect_size {rows[0]['detect_size']}; "
+             f"{os.cpu_count()} cores, load average {load})", "",
+             "| video | frames | detect_every | decode frames/s | crop frames/s | total frames/s | coverage | "
+             "box IoU vs every frame |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        every = f"{row['detect_every']}" + (" (configured)" if row["configured"] else "") \
+            + (" (before: full search every frame)" if row["detect_every"] == 1 else "")
+        iou = "-" if row["iou_vs_every_frame"] is None else f"{row['iou_vs_every_frame']:.3f}"
+        lines.append(f"| {Path(row['video']).name} ({row['resolution']}) | {row['frames']} | {every} | "
+                     f"{row['decode_fps']} | {row['crop_fps']} | {row['total_fps']} | {row['coverage']:.1%} | {iou} |")
+    return "\n".join(lines)
 
 
 # --- the `adatosk face-crop` command ----------------------------------------------------------------------------
@@ -523,19 +661,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="redo every clip, even those the log says are done")
     parser.add_argument("--report", default=None, metavar="FILE",
                         help=f"the JSON report of excluded/failed clips (default: {{data.cache_dir}}/{REPORT_NAME})")
-    parser.add_argument("--bench", default=None, metavar="VIDEO",
-                        help="only measure the face-crop speed on VIDEO (frames per second) and print it as JSON")
+    parser.add_argument("--bench", default=None, action="append", metavar="VIDEO",
+                        help="only measure the face-crop speed and face coverage on VIDEO, per detect_every, and "
+                             "print a table (repeat the option for more videos)")
+    parser.add_argument("--bench-json", default=None, metavar="FILE", help="with --bench: also write the rows as JSON")
     parser.add_argument("--repeat", type=int, default=3, help="with --bench: runs, the best is reported")
     add_config_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from adatosk.config import load_config, to_container
+    from adatosk.io import write_json_atomic
 
     cfg = load_config(args.overrides, args.config)
     data_cfg = to_container(cfg.data)
     if args.bench:
-        print(json.dumps(benchmark(args.bench, CropParams.from_config(data_cfg.get("face_crop")), args.repeat)))
+        rows = benchmark(args.bench, CropParams.from_config(data_cfg.get("face_crop")), args.repeat)
+        print(format_bench(rows))
+        if args.bench_json:
+            write_json_atomic(args.bench_json, rows)
         return 0
     report = run(data_cfg, jobs=args.jobs, force=args.force, report_path=args.report)
     print(f"face-crop {report['dataset']}: {report['clips']} clips, {report['processed']} processed, "
@@ -543,5 +687,5 @@ def main(args: argparse.Namespace) -> int:
           f"{len(report['failed'])} failed; {report['seconds']} s"
           + (f", {report['frames_per_second']} frames/s" if report["frames_per_second"] else ""))
     for entry in report["failed"]:
-        print(f"  failed {entry['clip']}: {entry['reason']}")
-    return 0
+        print(f"adatosk face-crop: {entry['source']}: {entry['reason']}", file=sys.stderr)
+    return 1 if report["failed"] else 0

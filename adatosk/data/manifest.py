@@ -26,13 +26,14 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 
 from adatosk.data.classes import class_names, label_of, to_dfer_clip_label
-from adatosk.io import atomic_path, write_text_atomic
+from adatosk.errors import AdatoskError, ConfigError
+from adatosk.io import atomic_path, remove_stale_temporaries, write_text_atomic
 
 COLUMNS = ["clip_id", "path", "n_frames", "label", "label_name", "fold", "split"]
 SPLITS = ("train", "test")
@@ -41,12 +42,18 @@ FRAMES_DIR = {"dfew": "Clip/clip_224x224", "ferv39k": "2_ClipsforFaceCrop", "maf
 EXPORT_FORMATS = ("mae-dfer", "dfer-clip")
 
 
-class ManifestError(ValueError):
+class ManifestError(AdatoskError, ValueError):
     """The split files or the frame tree have problems; ``problems`` lists every one (file:line: what)."""
 
     def __init__(self, root: Path, problems: Sequence[str]):
         self.problems = list(problems)
-        super().__init__(f"{len(self.problems)} problem(s) with the splits of {root}:\n  " + "\n  ".join(self.problems))
+        super().__init__(f"{len(self.problems)} problem(s) with the splits:\n  " + "\n  ".join(self.problems), root)
+
+
+def leaves_its_folder(relative: str) -> bool:
+    """Whether a clip path of a split file would lead out of the frames directory it is relative to."""
+    path = PurePosixPath(relative.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,9 @@ def _read_named(lines: Iterable[tuple[str, int, str]], layout: str, fold: int, s
             problems.append(f"{where}: unknown class {fields[1]!r} (expected one of {class_names(layout)})")
             continue
         clip_id, folder = clip_of(fields[0])
+        if leaves_its_folder(folder):
+            problems.append(f"{where}: clip path {fields[0]!r} leads outside the frames directory (absolute or '..')")
+            continue
         entries.append(Entry(clip_id, folder, label, fold, split, where))
     return entries
 
@@ -219,13 +229,13 @@ def build_manifest(data_cfg: Mapping[str, Any]) -> pd.DataFrame:
     every problem, or return the manifest table."""
     layout = data_cfg["layout"]
     if layout not in READERS:
-        raise ValueError(f"data.layout {layout!r} is not one of {sorted(READERS)}")
+        raise ConfigError(f"data.layout {layout!r} is not one of {sorted(READERS)}")
     root = Path(data_cfg["root"])
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root {root} is not a directory (run `adatosk verify` or `adatosk demo-data`)")
+        raise AdatoskError("data.root is not a directory (run `adatosk verify` or `adatosk demo-data`)", root)
     names = list(data_cfg.get("class_names") or class_names(layout))
     if names != class_names(layout):
-        raise ValueError(f"data.class_names {names} differ from the {layout} order {class_names(layout)}")
+        raise ConfigError(f"data.class_names {names} differ from the {layout} order {class_names(layout)}")
     folds = [int(k) for k in data_cfg["folds"]]
     problems: list[str] = []
     entries = READERS[layout](root, folds, problems)
@@ -258,17 +268,21 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The manifest table; an :class:`AdatoskError` naming ``path`` if it is missing or malformed."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} not found (run `adatosk manifest`)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        raise AdatoskError("no such manifest (run `adatosk manifest`)", path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError) as error:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise AdatoskError(f"not a readable CSV manifest ({str(error).strip()})", path) from None
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: columns {missing} missing; expected {COLUMNS}")
+        raise AdatoskError(f"columns {missing} missing; expected {COLUMNS}", path)
     try:
         return df[COLUMNS].astype(_DTYPES)
     except ValueError as error:
-        raise ValueError(f"{path}: a column has a wrong type ({error})") from error
+        raise AdatoskError(f"a column has a wrong type ({error})", path) from None
 
 
 def _list_lines(df: pd.DataFrame, root: Path, fold: int, split: str, fmt: str, layout: str) -> str:
@@ -320,6 +334,7 @@ def main(args: argparse.Namespace) -> int:
     from adatosk.config import load_config
 
     cfg = load_config(args.overrides, args.config)
+    remove_stale_temporaries(cfg.data.manifest_dir)  # what a killed run of this stage left
     df = build_manifest(cfg.data)
     out = Path(cfg.data.manifest_dir) / "manifest.csv"
     write_manifest(df, out)

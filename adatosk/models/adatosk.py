@@ -11,11 +11,11 @@ from adatosk.models.decoder import ReconstructionDecoder, masked_targets, recons
 from adatosk.models.masking import tube_mask
 from adatosk.models.output import ModelOutput, classification_loss
 from adatosk.models.soft_mask import ClassAgnosticSoftMask, ClassSemanticSoftMask
-from adatosk.models.vit import VideoEncoder, _init_weights
+from adatosk.models.vit import LayerNorm, VideoEncoder, _init_weights
 
 SOFT_MASKS = ("none", "ca", "cs", "ca+cs")
 COMBINES = ("product", "mean")
-POOLS = ("mean", "weighted")
+POOLS = ("mean", "weighted", "fc_norm")
 
 
 class ClassifierHead(nn.Module):
@@ -52,6 +52,16 @@ class AdaTosk(nn.Module):
     without a target -> logits ``[B, K]`` (classification branch only); with a target -> :class:`ModelOutput`
     (both branches). A missing ``visible`` is drawn from the global RNG with ``mask_ratio`` in training mode and
     ``eval_mask_ratio`` in eval mode.
+
+    ``exclude_at = k`` (``0 <= k <= depth``; None = depth): the soft mask is computed from the tokens after block
+    ``k`` (through the encoder's final norm; ``k = 0``: the embedded tokens), and the tokens the CS mask excludes
+    skip blocks ``k..depth-1``, so the encoder's cost falls with ``r``. Pooling sees the kept tokens after the
+    last block; the reconstruction decoder sees every visible token, the excluded ones as they left block ``k``.
+    ``exclude_at = depth`` is the exclusion after the encoder (it saves nothing).
+
+    The keyword defaults are the literal reading of the paper (and of checkpoints saved before these options
+    existed); params/model/adatosk_dagger.yaml sets the measured ones (``pool="fc_norm"``, ``ca_gate="cosine"``,
+    ``cs_norm="slot"``).
     """
 
     def __init__(self, img_size: int = 160, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
@@ -62,12 +72,18 @@ class AdaTosk(nn.Module):
                  lambda_rec: float = 1.0, lambda_cls: float = 0.1, norm_pix_loss: bool = True,
                  soft_mask: str = "ca+cs", combine: str = "product", diff: str = "l1", top_k: int = 4,
                  se_reduction: int = 4, scores: str = "both", r: int = 2, tau: float = 0.1,
-                 exclude_from: str = "previous", pool: str = "mean", soft_mask_dim: int | None = None) -> None:
+                 exclude_from: str = "previous", pool: str = "mean", soft_mask_dim: int | None = None,
+                 ca_gate: str = "dot", cs_norm: str = "clip", exclude_fraction: float | None = None,
+                 exclude_at: int | None = None) -> None:
         super().__init__()
         for name, value, choices in (("soft_mask", soft_mask, SOFT_MASKS), ("combine", combine, COMBINES),
                                      ("pool", pool, POOLS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        self.exclude_at = depth if exclude_at is None else exclude_at
+        if not 0 <= self.exclude_at <= depth:
+            raise ValueError(f"exclude_at must be a block index in [0, depth={depth}] (or None: the end), "
+                             f"got {exclude_at}")
         self.num_classes, self.num_features, self.embed_dim = num_classes, embed_dim, embed_dim
         self.mask_ratio = mask_ratio
         self.eval_mask_ratio = mask_ratio if eval_mask_ratio is None else eval_mask_ratio
@@ -82,12 +98,14 @@ class AdaTosk(nn.Module):
                                              tubelet_size * patch_size * patch_size * in_chans, decoder_dim,
                                              decoder_depth, decoder_num_heads, mlp_ratio)
         d = soft_mask_dim or embed_dim // 4
-        self.ca = (ClassAgnosticSoftMask(embed_dim, d, top_k, diff, se_reduction)
+        self.ca = (ClassAgnosticSoftMask(embed_dim, d, top_k, diff, se_reduction, ca_gate)
                    if soft_mask in ("ca", "ca+cs") else None)
-        self.cs = (ClassSemanticSoftMask(embed_dim, d, scores, r, tau, exclude_from)
+        self.cs = (ClassSemanticSoftMask(embed_dim, d, scores, r, tau, exclude_from, cs_norm, exclude_fraction)
                    if soft_mask in ("cs", "ca+cs") else None)
+        # VideoMAE's fc_norm: the pooled feature's scale (the gate level) cannot drive the BatchNorm head
+        self.fc_norm = LayerNorm(embed_dim) if pool == "fc_norm" else nn.Identity()
         self.head = ClassifierHead(embed_dim, head_hidden_dim, num_classes)
-        for module in (self.ca, self.cs, self.head):
+        for module in (self.ca, self.cs, self.fc_norm, self.head):
             if module is not None:
                 module.apply(_init_weights)
 
@@ -110,17 +128,28 @@ class AdaTosk(nn.Module):
         return tube_mask(batch_size, self.num_patches, ratio, generator=generator, device=device)
 
     def forward_features(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder tokens ``[B, T' * N_v, C]`` of the visible positions (drawn as in ``forward`` if None)."""
+        """Tokens ``[B, T' * N_v, C]`` of the visible positions (drawn as in ``forward`` if None) after block
+        ``exclude_at``: the encoder's output (final norm included) when ``exclude_at = depth``, else the residual
+        stream that ``forward_head`` scores (:meth:`soft_mask_input`), prunes and carries through the rest."""
         if visible is None:
             visible = self.draw_visible(x.shape[0], x.device)
-        return self.encoder(x, visible)
+        tokens = self.encoder.run_blocks(self.encoder.embed(x, visible), 0, self.exclude_at)
+        return self.encoder.norm(tokens) if self.exclude_at == len(self.encoder.blocks) else tokens
+
+    def soft_mask_input(self, features: torch.Tensor) -> torch.Tensor:
+        """``Z [B, T', N_v, C]``, the tokens the soft mask is computed from, of ``forward_features``'s output."""
+        if self.exclude_at < len(self.encoder.blocks):
+            features = self.encoder.norm(features)
+        return features.view(features.shape[0], self.num_slots, -1, features.shape[-1])
 
     def temporal_soft_mask(self, z: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Eq. 12: ``(M_s [B, T', N_v], excluded [B, T', N_v] bool)`` for ``Z [B, T', N_v, C]``; ``(None, None)``
         without a soft mask, ``excluded`` None without the CS mask. Excluded tokens have ``M_s = 0``."""
         m_ca = m_cs = excluded = None
         if self.ca is not None:
-            probs = self.head.class_probs(z.mean(dim=2)) if self.ca.diff == "classification" else None
+            probs = None
+            if self.ca.diff == "classification":
+                probs = self.head.class_probs(self.fc_norm(z.mean(dim=2)))
             m_ca = self.ca(z, probs)
         if self.cs is not None:
             m_cs, excluded = self.cs(z, self.head.channel_weights())
@@ -131,7 +160,8 @@ class AdaTosk(nn.Module):
 
     def pool(self, z: torch.Tensor, m_s: torch.Tensor | None, excluded: torch.Tensor | None) -> torch.Tensor:
         """``pool(M_s * Z) [B, C]``: ``pool="mean"`` averages ``M_s * Z`` over the tokens that are not excluded
-        (Eq. 13 read literally); ``"weighted"`` divides by ``sum M_s`` instead (a weighted mean)."""
+        (Eq. 13 read literally); ``"weighted"`` divides by ``sum M_s`` instead (a weighted mean); ``"fc_norm"``
+        is ``"mean"`` followed by a LayerNorm (applied by the caller), which removes the overall gate level."""
         if m_s is None:
             return z.mean(dim=(1, 2))
         summed = torch.einsum("btnc,btn->bc", z, m_s.to(z.dtype))
@@ -140,22 +170,36 @@ class AdaTosk(nn.Module):
         kept = z.shape[1] * z.shape[2] if excluded is None else (~excluded).sum(dim=(1, 2))[:, None]
         return summed / kept
 
-    def _classify(self, tokens: torch.Tensor, pre_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = tokens.view(tokens.shape[0], self.num_slots, -1, tokens.shape[-1])  # [B, T', N_v, C]
+    def _classify(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``forward_features``'s output -> ``(pooled [B, C] before fc_norm, M_s [B, T', N_v] or None, every
+        visible token after the encoder [B, T' * N_v, C])``; excluded tokens as they left block ``exclude_at``."""
+        z = self.soft_mask_input(features)  # [B, T', N_v, C]
         m_s, excluded = self.temporal_soft_mask(z)
-        features = self.pool(z, m_s, excluded)
-        return (features if pre_logits else self.head(features)), m_s
+        if self.exclude_at == len(self.encoder.blocks):
+            return self.pool(z, m_s, excluded), m_s, features
+        if excluded is None:  # nothing to prune: every token through the remaining blocks
+            tokens = self.encoder.norm(self.encoder.run_blocks(features, self.exclude_at))
+            return self.pool(tokens.view_as(z), m_s, excluded), m_s, tokens
+        kept = kept_index(excluded)  # [B, L_kept]
+        index = kept[..., None].expand(-1, -1, features.shape[-1])
+        pruned = self.encoder.run_blocks(features.gather(1, index), self.exclude_at)  # [B, L_kept, C]
+        pruned = self.encoder.norm(pruned)
+        tokens = z.flatten(1, 2).scatter(1, index, pruned)  # [B, T' * N_v, C]
+        pooled_input = torch.zeros_like(tokens).scatter(1, index, pruned).view_as(z)  # excluded tokens: 0
+        return self.pool(pooled_input, m_s, excluded), m_s, tokens
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens ``[B, T' * N_v, C]`` -> logits ``[B, K]`` (or the pooled features with ``pre_logits``)."""
-        return self._classify(x, pre_logits)[0]
+        """``forward_features``'s tokens ``[B, T' * N_v, C]`` -> logits ``[B, K]`` (or the normalised pooled
+        features with ``pre_logits``)."""
+        features = self.fc_norm(self._classify(x)[0])
+        return features if pre_logits else self.head(features)
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, *,
                 visible: torch.Tensor | None = None) -> torch.Tensor | ModelOutput:
         if visible is None:
             visible = self.draw_visible(x.shape[0], x.device)
-        tokens = self.encoder(x, visible)  # [B, T' * N_v, C]
-        logits, m_s = self._classify(tokens)
+        pooled, m_s, tokens = self._classify(self.forward_features(x, visible))  # tokens [B, T' * N_v, C]
+        logits = self.head(self.fc_norm(pooled))
         if target is None:
             return logits
         loss_cls = classification_loss(logits, target)
@@ -168,3 +212,11 @@ class AdaTosk(nn.Module):
             loss_rec = reconstruction_loss(pred, target_pixels)
         loss = self.lambda_rec * loss_rec + self.lambda_cls * loss_cls
         return ModelOutput(loss, loss_cls, loss_rec, logits, m_s, visible)
+
+
+def kept_index(excluded: torch.Tensor) -> torch.Tensor:
+    """``[B, L_kept]``: per clip, the flat (time-major) indices of the tokens not in ``excluded [B, T', N_v]``,
+    ascending. Every clip excludes as many tokens per slot (the schedule is fixed), so the rows have one length."""
+    flat = excluded.flatten(1)
+    n_kept = int((~flat[0]).sum())
+    return torch.argsort(flat.to(torch.uint8), dim=1, stable=True)[:, :n_kept]

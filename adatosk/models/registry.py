@@ -2,22 +2,23 @@
 
 Registered names are ``f"{family}_{arch}"``; every ablation switch is a keyword argument of the model, named as
 the keys of ``cfg.model``. The pretrained configs carry no weights (nothing downloads): a VideoMAE / MAE-DFER
-``.pth`` comes in through ``pretrained_cfg_overlay=dict(file=PATH)``.
+``.pth`` comes in through ``pretrained_cfg_overlay=dict(file=PATH)``, a Hugging Face snapshot folder through
+:func:`adatosk.models.pretrained.load_hf_snapshot`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, load_state_dict, register_model
 from torch import nn
 
+from adatosk.errors import AdatoskError
 from adatosk.models.adatosk import AdaTosk
-from adatosk.models.pretrained import checkpoint_filter_fn
+from adatosk.models.pretrained import checkpoint_filter_fn, load_hf_snapshot, resolve_pretrained
 from adatosk.models.videomae import VideoMAEClassifier
 
 BASE = dict(img_size=160, patch_size=16, embed_dim=768, depth=12, num_heads=12)
@@ -72,17 +73,24 @@ def videomae_vit_tiny_patch16_64(pretrained: bool = False, **kwargs: Any) -> Vid
 
 
 def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """``cfg.model`` -> ``timm.create_model(f"{family}_{arch}", num_classes, pretrained=bool(pretrained),
-    pretrained_cfg_overlay=dict(file=pretrained), **the other keys)``; accepts a DictConfig or a dict."""
+    """``cfg.model`` -> ``timm.create_model(f"{family}_{arch}", num_classes, pretrained=..., **the other keys)``;
+    accepts a DictConfig or a dict. ``model.pretrained`` (:func:`resolve_pretrained`): a ``.pth`` file (read by
+    timm's reader) or a Hugging Face snapshot folder (renamed by ``load_hf_snapshot``), mapped onto the model by
+    :func:`checkpoint_filter_fn`. ``required`` raises ``ConfigError`` (the paper experiment: no silent training
+    from scratch); ``scratch`` and null initialise at random."""
     cfg = dict(model_cfg.items())
     missing = [k for k in ("family", "arch") if k not in cfg]
     if missing:
         raise KeyError(f"the model config lacks {missing} (the registered model is '{{family}}_{{arch}}')")
     name = f"{cfg['family']}_{cfg['arch']}"
     kwargs = {k: v for k, v in cfg.items() if k not in _NAMING_KEYS}
-    pretrained = cfg.get("pretrained")
-    if pretrained and not Path(pretrained).is_file():
-        raise FileNotFoundError(f"model.pretrained = {pretrained}: no such checkpoint file")
-    overlay = {"file": str(pretrained)} if pretrained else None
-    return timm.create_model(name, pretrained=bool(pretrained), pretrained_cfg_overlay=overlay,
-                             num_classes=num_classes, **kwargs)
+    source = resolve_pretrained(cfg.get("pretrained"))
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    if source is None:
+        return model
+    try:  # timm's reader for a file (.pth, .safetensors; as pretrained_cfg_overlay=dict(file=...) would)
+        state = load_hf_snapshot(source) if source.is_dir() else load_state_dict(str(source), use_ema=False)
+        model.load_state_dict(checkpoint_filter_fn(state, model), strict=False)
+    except ValueError as error:  # the checkpoint does not fit the model (checkpoint_filter_fn says how)
+        raise AdatoskError(f"model.pretrained: {error}", source) from None
+    return model

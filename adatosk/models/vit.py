@@ -139,9 +139,8 @@ class VideoEncoder(nn.Module):
         proj = self.patch_embed.proj.weight.data  # like a Linear on the flattened tube (MAE)
         nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
 
-    def forward(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``[B, C, T, H, W]`` -> tokens ``[B, T' * N_v, D]``, time-major; all ``T' * N`` if ``visible`` is
-        None, else the visible positions (ascending) of every slot."""
+    def embed(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[B, C, T, H, W]`` -> embedded tokens with positions ``[B, T' * N_v, D]`` (see ``forward``)."""
         pos = self.pos_embed.to(x.dtype).view(1, self.num_slots, self.num_patches, -1)  # [1, T', N, D]
         if visible is None:
             x = self.patch_embed(x) + pos  # [B, T', N, D]
@@ -149,10 +148,18 @@ class VideoEncoder(nn.Module):
             order, n_visible = visible_order(visible)
             keep = order[:, :n_visible]
             x = self.patch_embed(x, keep) + gather_positions(pos, keep)  # [B, T', N_v, D]
-        x = x.flatten(1, 2)
-        for block in self.blocks:
+        return x.flatten(1, 2)
+
+    def run_blocks(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Tokens ``[B, L, D]`` through ``blocks[start:stop]`` (no final norm)."""
+        for block in self.blocks[start:stop]:
             x = block(x)
-        return self.norm(x)
+        return x
+
+    def forward(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[B, C, T, H, W]`` -> tokens ``[B, T' * N_v, D]``, time-major; all ``T' * N`` if ``visible`` is
+        None, else the visible positions (ascending) of every slot."""
+        return self.norm(self.run_blocks(self.embed(x, visible)))
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -5,12 +5,19 @@ Launch on several processes with ``torchrun --nproc_per_node P -m adatosk train 
 the global batch, split evenly over the ranks.
 
 Resume: every finished epoch is checkpointed to ``run_dir/train_state.pt`` (model, optimiser, scheduler, grad
-scaler, epoch, every rank's RNG states, the log history). When that file exists, ``adatosk train`` continues
-from it automatically (so a resubmitted SLURM job picks up where the last one stopped, and a finished run
-returns at once). A state of another run (other model/data/recipe, ``--max-steps`` or package source code) is
-not resumed: training starts afresh with a warning naming what differs, or fails under ``--resume``, which
-insists on continuing; ``--restart`` always starts afresh. A fresh start first removes what an earlier run left
-in run_dir (state, logs, checkpoints, metrics).
+scaler, epoch, every rank's RNG states, the log history; tensors and plain values only, read back with
+``torch.load(weights_only=True)``, so a crafted file cannot run code). When that file exists, ``adatosk train``
+continues from it automatically (so a resubmitted SLURM job picks up where the last one stopped, and a finished
+run returns at once). A state of another run (other model/data/recipe, ``--max-steps`` or package source code)
+is not resumed: an unfinished one is replaced (training starts afresh with a warning naming what differs), but a
+finished run (``checkpoint/last``) of another config, or one without its state, is never overwritten without
+``--restart``; ``--resume`` insists on continuing. A fresh start first removes what an earlier run left in
+run_dir (state, logs, checkpoints, metrics).
+
+Before anything in run_dir is touched, the config is validated (:func:`adatosk.config.load_config`) and every
+clip of the split is checked (:meth:`ClipDataset.validate`: a corrupt packed clip fails here, naming it, not in
+epoch 2). While it trains, run_dir is locked (``flock``; released by the kernel however the process ends): a
+second ``adatosk train`` on it fails at once. Temporary files that a killed run left are removed at the start.
 The data order is a function of (seed, epoch) (DistributedSampler, per-epoch loader and dataset seeds), so with
 ``train.deterministic`` a resumed run equals an uninterrupted one bit for bit on CPU (same world size and
 thread count).
@@ -25,12 +32,15 @@ MAE-DFER), otherwise lowest training loss.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import logging
 import math
+import pickle
+import re
 import shutil
 import time
 from pathlib import Path
@@ -42,16 +52,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
-from tqdm import tqdm
+from adatosk.progress import progress
 
 from adatosk.cli import add_config_arguments
 from adatosk.config import load_config, to_container
 from adatosk.data.dataset import ClipDataset
 from adatosk.data.manifest import read_manifest
+from adatosk.errors import AdatoskError, ConfigError
 from adatosk.evaluate import load_test_split, score
-from adatosk.io import atomic_path, sha256_file, write_text_atomic
+from adatosk.io import atomic_path, locked_directory, remove_stale_temporaries, sha256_file, write_text_atomic
 from adatosk.models import create_model_from_config
-from adatosk.models.checkpoint import save_model
+from adatosk.models.checkpoint import META_FILE, save_model
 from adatosk.train.distributed import (Amp, DistContext, all_gather_objects, all_reduce_sum, amp_settings, barrier,
                                        cleanup, init_distributed, sync_buffers)
 from adatosk.train.mixup import VideoMixup
@@ -61,6 +72,7 @@ from adatosk.train.rng import capture_rng, derive_seed, restore_rng, seed_everyt
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
+STATE_KEYS = ("epoch", "identity", "model", "optimizer", "scheduler", "scaler", "rng", "threads", "history", "best")
 # Keys that may change between a run and its resumption (they do not change what is computed).
 RESUMABLE_CHANGES = ("train.num_workers", "train.eval_every", "train.threads", "data.root", "data.manifest_dir",
                      "data.cache_dir", "data.sources")
@@ -116,10 +128,13 @@ class Trainer:
         self.val_set = None
         if tc.eval_every > 0:
             self.val_set = load_test_split(cfg)
+        for split in (self.train_set, self.val_set):  # a corrupt clip fails now, naming it, not in epoch 2
+            if isinstance(split, ClipDataset):
+                split.validate()
 
         if tc.batch_size % ctx.world_size:
-            raise ValueError(f"train.batch_size={tc.batch_size} (global) does not split over {ctx.world_size} "
-                             "processes")
+            raise ConfigError(f"train.batch_size={tc.batch_size} (global) does not split over {ctx.world_size} "
+                              "processes")
         per_rank = tc.batch_size // ctx.world_size
         self.sampler = DistributedSampler(self.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                           seed=cfg.seed)
@@ -128,15 +143,15 @@ class Trainer:
                                  drop_last=True, worker_init_fn=seed_worker, generator=torch.Generator())
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"the train split of fold {cfg.data.fold} ({len(self.train_set)} clips) is smaller than "
-                             f"one batch of {per_rank} clips per process: lower train.batch_size")
+            raise ConfigError(f"the train split of fold {cfg.data.fold} ({len(self.train_set)} clips) is smaller "
+                              f"than one batch of {per_rank} clips per process: lower train.batch_size")
         self.total_steps = tc.epochs * self.steps_per_epoch
         if max_steps is not None:
             self.total_steps = min(self.total_steps, max_steps)
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
         self.lr = scaled_lr(tc.base_lr, tc.batch_size)
-        layer_decay = tc.layer_decay if cfg.model.pretrained else None
+        layer_decay = tc.layer_decay if cfg.model.pretrained not in (None, "scratch") else None  # no checkpoint
         self.optimizer = build_optimizer(self.model, self.lr, tc.weight_decay, tuple(tc.betas), layer_decay)
         self.scheduler = build_scheduler(self.optimizer, self.lr, tc.min_lr, tc.warmup_epochs * self.steps_per_epoch,
                                          self.total_steps)
@@ -164,20 +179,30 @@ class Trainer:
                 "manifest": sha256_file(Path(self.cfg.data.manifest_dir) / "manifest.csv")}
 
     def load_state(self, resume: str) -> None:
+        """Restore the state in run_dir when it is this run's; refuse to overwrite a finished run of another config
+        (or one without its state) unless ``resume == "never"`` (``--restart``)."""
         path = self.run_dir / STATE_FILE
-        if resume == "never" or not path.exists():
-            if resume == "require":
-                raise FileNotFoundError(f"--resume: there is no {path} to continue from")
+        if resume == "never":
             return
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        mine = self.identity()
-        changed = sorted(k for k in mine if state["identity"].get(k) != mine[k])
-        if changed:
-            message = f"{path} belongs to another run: its {', '.join(changed)} differ from this one's"
+        finished = (self.run_dir / "checkpoint" / "last" / META_FILE).is_file()
+        if not path.exists():
             if resume == "require":
-                raise ValueError(f"--resume: {message}")
+                raise AdatoskError(f"--resume: there is no {STATE_FILE} to continue from", self.run_dir)
+            if finished:
+                raise AdatoskError(f"holds a finished run (checkpoint/last) without its {STATE_FILE}: pass --restart "
+                                   "to train it again from scratch, or set output_root to train elsewhere",
+                                   self.run_dir)
+            return
+        state = read_state(path)
+        changed = differences(state["identity"], self.identity())
+        if changed:
+            if resume == "require":
+                raise ConfigError(f"--resume: belongs to another run ({changed})", path)
+            if finished:
+                raise ConfigError(f"holds a finished run of another config ({changed}): pass --restart to overwrite "
+                                  "it, or set output_root to train elsewhere", self.run_dir)
             if self.ctx.is_main:
-                log.warning("%s; starting afresh", message)
+                log.warning("%s: an unfinished run of another config (%s); starting afresh", path, changed)
             return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -212,6 +237,14 @@ class Trainer:
 
     # --- training ---------------------------------------------------------------------------------------------
     def fit(self, resume: str = "auto") -> list[dict]:
+        with contextlib.ExitStack() as stack:
+            if self.ctx.is_main:  # one writer per run directory, for the whole run
+                stack.enter_context(locked_directory(self.run_dir, "`adatosk train`"))
+                remove_stale_temporaries(self.run_dir)
+            barrier()
+            return self._fit(resume)
+
+    def _fit(self, resume: str) -> list[dict]:
         self.load_state(resume)
         barrier()  # every rank has read the state before rank 0 may clear the run directory
         if self.ctx.is_main:
@@ -252,8 +285,8 @@ class Trainer:
         network.train()
         clip_grad = self.cfg.train.clip_grad
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # clip-weighted loss, loss_cls, loss_rec; clips
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=not self.ctx.is_main,
-                   dynamic_ncols=True, leave=False)
+        bar = progress(total=steps, desc=f"epoch {epoch + 1}/{self.num_epochs}", disable=not self.ctx.is_main,
+                       dynamic_ncols=True, leave=False)
         for step, batch in zip(range(steps), self.loader):  # range first: stops without fetching a spare batch
             video = batch["video"].to(self.device, non_blocking=True)  # [B, 3, T, H, W]
             labels = batch["label"].to(self.device, non_blocking=True)  # [B]
@@ -317,6 +350,49 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def read_state(path: Path) -> dict:
+    """The training state in ``path``, unpickled with ``weights_only=True``: a file that holds code or objects other
+    than tensors and plain values is refused, a corrupt one is named."""
+    hint = "remove it or pass --restart to start afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # weights_only refuses globals (code) and opcodes a state never has
+        called = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if called:
+            raise AdatoskError(f"refused to load: it holds a call of {called.group(1)}, which no training state "
+                               f"holds (not written by adatosk train): {hint}", path) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(error))
+        raise AdatoskError(f"corrupt training state ({detail.group(1) if detail else _first_line(error)}): {hint}",
+                           path) from None
+    except Exception as error:  # a truncated zip: torch raises RuntimeError, EOFError, ValueError
+        raise AdatoskError(f"corrupt training state ({_first_line(error)}): {hint}", path) from None
+    missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if missing:
+        raise AdatoskError(f"not a training state of adatosk train (it lacks {missing}): {hint}", path)
+    return state
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def differences(old: dict, new: dict, limit: int = 4) -> str:
+    """What differs between two run identities, e.g. ``model.mask_ratio: 0.5 -> 0.6, code``."""
+    def flat(node: object, prefix: str = "") -> dict:
+        if isinstance(node, dict):
+            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: node}
+
+    before, after = flat(old), flat(new)
+    changed = []
+    for key in sorted(before.keys() | after.keys()):
+        if before.get(key, "<absent>") != after.get(key, "<absent>"):
+            opaque = key in ("code", "manifest")  # hashes: say what, not the digests
+            changed.append(key if opaque else f"{key}: {before.get(key, '<absent>')} -> {after.get(key, '<absent>')}")
+    more = f", and {len(changed) - limit} more" if len(changed) > limit else ""
+    return ", ".join(changed[:limit]) + more
+
+
 def clear_run_dir(run_dir: Path) -> None:
     """Remove what an earlier run left in ``run_dir``, so that no stale model or metrics outlive a fresh start."""
     for name in (STATE_FILE, "log.jsonl", "log.csv", "metrics.json", "predictions.csv"):
@@ -327,7 +403,10 @@ def clear_run_dir(run_dir: Path) -> None:
 def save_atomic(obj: object, path: Path) -> None:
     """``torch.save`` to a temporary file renamed onto ``path``: a crash leaves the previous file intact."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as error:  # torch's zip writer reports a failed write (a full disk) as RuntimeError
+            raise AdatoskError(f"cannot write: {error}", path) from error
 
 
 def write_logs(run_dir: Path, history: list[dict]) -> None:

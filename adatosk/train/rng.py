@@ -60,11 +60,13 @@ def torch_settings(deterministic: bool, threads: int | None) -> Iterator[None]:
 
 
 def capture_rng(device: torch.device, mixup_rng: np.random.Generator) -> dict:
-    """This process's RNG states (torch CPU and CUDA, numpy, python, the mixup generator)."""
+    """This process's RNG states (torch CPU and CUDA, numpy, python, the mixup generator), as tensors and plain
+    Python values only, so that ``torch.load(weights_only=True)`` reads them back."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "numpy": np.random.get_state(),
+        "numpy": (kind, keys.tolist(), int(pos), int(has_gauss), float(cached_gaussian)),
         "python": random.getstate(),
         "mixup": mixup_rng.bit_generator.state,
     }
@@ -74,6 +76,7 @@ def restore_rng(state: dict, device: torch.device, mixup_rng: np.random.Generato
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state["cuda"] is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     random.setstate(state["python"])
     mixup_rng.bit_generator.state = state["mixup"]

@@ -1,6 +1,7 @@
 """A fake SLURM for tests: sbatch runs the job locally in the background; squeue/sacct report its state.
 
-State lives in $FAKE_SLURM_DIR (jobs/<id>.json with the job's name, and <id>.rc once it has ended). Each command
+State lives in $FAKE_SLURM_DIR (jobs/<id>.json with the job's name and sbatch arguments, and <id>.rc once it has
+ended). With $FAKE_SLURM_RECORD_ONLY set, sbatch records the job and marks it failed without running it. Each command
 of SLURM the snakemake SLURM executor calls is a small executable beside this file that calls :func:`main`.
 """
 
@@ -61,6 +62,10 @@ def sbatch(args: list[str]) -> int:
                SLURM_CPUS_PER_TASK=option(args, "--cpus-per-task", "-c") or "1", SLURM_JOB_NAME=name)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     rc_file = root / "jobs" / f"{job_id}.rc"
+    if os.environ.get("FAKE_SLURM_RECORD_ONLY"):        # submission checks: record the job, fail it, run nothing
+        rc_file.write_text("1\n")
+        print(job_id)
+        return 0
     wrapper = f"sh -c {shlex.quote(script)}; echo $? > {shlex.quote(str(rc_file))}"
     with open(output, "ab") as log:
         process = subprocess.Popen(["sh", "-c", wrapper], env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,

@@ -2,7 +2,11 @@
 
 `dvc exp run` recomposes params.yaml (the repository's .dvc/config enables DVC's Hydra support); `dvc repro` and
 `snakemake` read it as it is. Run this after editing params/ when not going through `dvc exp run`:
-    python workflow/scripts/compose_params.py [HYDRA_OVERRIDE ...]     e.g. experiment=paper
+    python workflow/scripts/compose_params.py [HYDRA_OVERRIDE ...]     e.g. train.epochs=3
+
+Overrides given here hold for this params.yaml only: `dvc exp run` composes from params/ again, with its own `-S`
+overrides and nothing else. Lasting choices belong in params/: the experiment in params/config.yaml's defaults
+(`- experiment: paper`, or your own params/experiment/<name>.yaml, see params/experiment/own_data.yaml).
 """
 
 import os
@@ -17,11 +21,15 @@ def main(overrides: list[str]) -> None:
         hydra = repo.config.get("hydra", {})
         if not hydra.get("enabled", False):
             raise SystemExit(f"{repo.root_dir}/.dvc/config: hydra.enabled is not true; nothing composes params.yaml")
-        compose_and_dump(os.path.join(repo.root_dir, "params.yaml"),
-                         os.path.join(repo.root_dir, hydra.get("config_dir", "conf")), None,
+        config_dir = os.path.join(repo.root_dir, hydra.get("config_dir", "conf"))
+        compose_and_dump(os.path.join(repo.root_dir, "params.yaml"), config_dir, None,
                          hydra.get("config_name", "config"), os.path.join(repo.root_dir, hydra.get("plugins_path", "")),
                          overrides)
         print(f"wrote {os.path.join(repo.root_dir, 'params.yaml')}")
+        if overrides:
+            print(f"note: `dvc exp run` recomposes params.yaml from {os.path.relpath(config_dir)}/ and does not keep "
+                  f"{' '.join(overrides)}; to keep a choice, put it in params/ (the experiment: the defaults of "
+                  "params/config.yaml) or pass it to every `dvc exp run` as -S", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""Progress bars for terminals and for logs: every progress bar of the package is made by :func:`progress`.
+
+On a terminal it is an ordinary tqdm bar, redrawn in place with ``\\r``. Under DVC, Snakemake or SLURM, stderr is a
+log file: a bar redrawn many times a second would fill it with ``\\r``-joined copies of itself. There the bar prints
+one plain line (ASCII, no ``\\r``) at most every ``log_interval`` seconds, and its last state when it closes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+
+from tqdm import tqdm
+
+LOG_INTERVAL = 60.0     # seconds between two lines of a bar written to a log
+
+
+class _Lines:
+    """A text stream for tqdm that turns each redraw into one line and drops the erasing redraws."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress(iterable: Iterable[Any] | None = None, log_interval: float = LOG_INTERVAL, **kwargs: Any) -> tqdm:
+    """``tqdm(iterable, **kwargs)`` on a terminal; line-per-``log_interval`` output when the stream is not one."""
+    stream = kwargs.pop("file", None) or sys.stderr
+    if stream.isatty():
+        return tqdm(iterable, file=stream, **kwargs)
+    kwargs.pop("dynamic_ncols", None)
+    kwargs["mininterval"] = kwargs["maxinterval"] = kwargs["delay"] = max(kwargs.get("mininterval", 0.0), log_interval)
+    return tqdm(iterable, file=_Lines(stream), ascii=True, ncols=100, **kwargs)
