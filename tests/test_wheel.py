@@ -73,3 +73,26 @@ def test_installed_wheel_runs_config_commands_outside_the_clone(wheel_site, tmp_
     # group switches compose other groups of the package: the paper's experiment on DFEW
     paper = adatosk(wheel_site, tmp_path, "verify", "experiment=paper", "data=dfew", f"data.root={tmp_path / 'dfew'}")
     assert paper.returncode == 1 and "dfew: source" in paper.stderr and "dfew-dataset.github.io" in paper.stderr
+
+
+def test_installed_wheel_imports_every_command_and_runs_the_data_stages(wheel_site, tmp_path):
+    probe = subprocess.run(
+        [sys.executable, "-c", "import importlib, sys\nfrom adatosk.cli import COMMANDS, build_parser\n"
+         "for name, (module, _) in COMMANDS.items():\n"
+         "    build_parser(name)  # imports the command's module and builds its arguments\n"
+         "    print(name, importlib.import_module(module).__file__)"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(wheel_site)), capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    modules = dict(line.split() for line in probe.stdout.splitlines())
+    from adatosk.cli import COMMANDS
+
+    assert set(modules) == set(COMMANDS)
+    assert all(Path(path).is_relative_to(wheel_site) for path in modules.values())
+
+    data = (f"data.root={tmp_path / 'demo'}", f"data.cache_dir={tmp_path / 'cache'}",
+            f"data.manifest_dir={tmp_path / 'manifests'}")
+    for command in (("demo-data", *data, "data.generator.subjects=5", "data.generator.clips_per_class=1",
+                     "data.generator.raw_videos=0"), ("face-crop", *data), ("manifest", *data)):
+        done = adatosk(wheel_site, tmp_path, *command)
+        assert done.returncode == 0, (command[0], done.stderr)
+    assert (tmp_path / "manifests" / "manifest.csv").is_file()
