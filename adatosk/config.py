@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from adatosk.errors import ConfigError
+from adatosk.errors import ConfigError, first_line
 from adatosk.grid import run_dir, select_run
 
 PARAMS_ENV = "ADATOSK_PARAMS"
@@ -66,7 +66,7 @@ def load_config(overrides: Sequence[str] = (), config_file: str | os.PathLike[st
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as error:
-        raise ConfigError(f"bad override: {_first_line(error)}", source) from None
+        raise ConfigError(f"bad override: {first_line(error)}", source) from None
     switches = [o for o in parsed if o.key_or_group.split("@")[0] in GROUPS or o.package is not None]
     values = [o for o in parsed if o not in switches]
     if config_file is not None:
@@ -97,17 +97,13 @@ def _run_dir_of(cfg: DictConfig) -> str | None:
     return None if any(k is _ABSENT or k is None for k in keys) else run_dir(*keys)
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def _load_yaml(path: Path) -> DictConfig:
     if not path.is_file():
         raise ConfigError("no such config file", path)
     try:
         cfg = OmegaConf.load(path)
     except Exception as error:  # yaml's scanner/parser errors, OmegaConf's
-        raise ConfigError(f"not a readable YAML config: {_first_line(error)}", path) from None
+        raise ConfigError(f"not a readable YAML config: {first_line(error)}", path) from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError("not a config: the file holds no mapping", path)
     return cfg
@@ -123,7 +119,7 @@ def _compose(switches: list[str], source: str) -> DictConfig:
         with initialize_config_dir(config_dir=source, version_base="1.3"):
             return compose(config_name="config", overrides=switches)
     except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(_first_line(error), source) from None
+        raise ConfigError(first_line(error), source) from None
 
 
 # --- overrides -------------------------------------------------------------------------------------------------------
@@ -214,7 +210,7 @@ def apply_override(cfg: DictConfig, override: Any, source: str) -> None:
         with open_dict(cfg):
             OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     except OmegaConfBaseException as error:
-        raise ConfigError(f"{line}: {_first_line(error)}", source) from None
+        raise ConfigError(f"{line}: {first_line(error)}", source) from None
 
 
 # --- validation of the composed config -------------------------------------------------------------------------------

@@ -37,5 +37,10 @@ def describe(error: BaseException) -> str:
         reason = error.strerror or str(error)
         target = f" -> {error.filename2}" if error.filename2 is not None else ""
         return f"{error.filename}{target}: {reason}"
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    text = first_line(error)
+    return text if text == type(error).__name__ else f"{type(error).__name__}: {text}"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -58,7 +58,7 @@ from adatosk.cli import add_config_arguments
 from adatosk.config import load_config, to_container
 from adatosk.data.dataset import ClipDataset
 from adatosk.data.manifest import read_manifest
-from adatosk.errors import AdatoskError, ConfigError
+from adatosk.errors import AdatoskError, ConfigError, first_line
 from adatosk.evaluate import load_test_split, score
 from adatosk.io import atomic_path, locked_directory, remove_stale_temporaries, sha256_file, write_text_atomic
 from adatosk.models import create_model_from_config
@@ -362,18 +362,14 @@ def read_state(path: Path) -> dict:
             raise AdatoskError(f"refused to load: it holds a call of {called.group(1)}, which no training state "
                                f"holds (not written by adatosk train): {hint}", path) from None
         detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(error))
-        raise AdatoskError(f"corrupt training state ({detail.group(1) if detail else _first_line(error)}): {hint}",
+        raise AdatoskError(f"corrupt training state ({detail.group(1) if detail else first_line(error)}): {hint}",
                            path) from None
     except Exception as error:  # a truncated zip: torch raises RuntimeError, EOFError, ValueError
-        raise AdatoskError(f"corrupt training state ({_first_line(error)}): {hint}", path) from None
+        raise AdatoskError(f"corrupt training state ({first_line(error)}): {hint}", path) from None
     missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else list(STATE_KEYS)
     if missing:
         raise AdatoskError(f"not a training state of adatosk train (it lacks {missing}): {hint}", path)
     return state
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def differences(old: dict, new: dict, limit: int = 4) -> str:
