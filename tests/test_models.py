@@ -116,23 +116,25 @@ def test_baseline_encoder_equals_adatosk_encoder_with_no_masking():
 
 # --------------------------------------------------------------------------------------- reconstruction branch
 
-def reference_targets(video: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-    """VideoMAE's normalised-pixel target written out with einops, then the masked tubes per clip."""
+def reference_targets(video: torch.Tensor, visible: torch.Tensor, norm_pix_loss: bool = True) -> torch.Tensor:
+    """VideoMAE's (normalised-)pixel target written out with einops, then the masked tubes per clip."""
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1, 1)
     tubes = rearrange(video * std + mean, "b c (t p0) (h p1) (w p2) -> b t (h w) (p0 p1 p2) c", p0=2, p1=8, p2=8)
-    tubes = (tubes - tubes.mean(dim=-2, keepdim=True)) / (tubes.var(dim=-2, unbiased=True, keepdim=True).sqrt()
-                                                          + 1e-6)
+    if norm_pix_loss:
+        tubes = (tubes - tubes.mean(dim=-2, keepdim=True)) / (tubes.var(dim=-2, unbiased=True, keepdim=True).sqrt()
+                                                              + 1e-6)
     tubes = tubes.flatten(-2)  # [B, T', N, 384]
     return torch.stack([tubes[b][:, ~visible[b]].flatten(0, 1) for b in range(video.shape[0])])
 
 
-def test_masked_targets_are_videomae_normalised_pixels_of_masked_tubes():
+@pytest.mark.parametrize("norm_pix_loss", [True, False])
+def test_masked_targets_are_videomae_normalised_pixels_of_masked_tubes(norm_pix_loss):
     video = clip()
     visible = tube_mask(2, 16, 0.5, generator=torch.Generator().manual_seed(1))
-    got = masked_targets(video, visible, tubelet_size=2, patch_size=8)
+    got = masked_targets(video, visible, tubelet_size=2, patch_size=8, norm_pix_loss=norm_pix_loss)
     assert got.shape == (2, 4 * 8, 2 * 8 * 8 * 3)
-    torch.testing.assert_close(got, reference_targets(video, visible), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, reference_targets(video, visible, norm_pix_loss), atol=1e-5, rtol=1e-5)
 
 
 def test_reconstruction_loss_counts_only_masked_tubes():

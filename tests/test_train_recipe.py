@@ -95,6 +95,31 @@ def test_layer_decay_scales_lr_by_depth():
     assert opt.defaults["betas"] == (0.9, 0.95)
 
 
+def test_fused_adamw_on_cpu_makes_the_per_parameter_update_of_adamw():
+    """build_optimizer picks torch's fused kernel on the CPU; its steps equal the reference (for-loop) AdamW's."""
+    fused_model = TinyViT(depth=2)
+    reference_model = TinyViT(depth=2)
+    reference_model.load_state_dict(fused_model.state_dict())
+    start = fused_model.head.weight.detach().clone()
+    fused = build_optimizer(fused_model, lr=1e-2, weight_decay=0.05, betas=(0.9, 0.95), layer_decay=0.75)
+    groups = param_groups(reference_model, weight_decay=0.05, layer_decay=0.75)
+    for group in groups:
+        group["lr"] = 1e-2 * group.pop("lr_scale")
+        del group["names"]
+    reference = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.05, foreach=False)
+    assert fused.defaults["fused"] and not reference.defaults["fused"]
+    x = torch.randn(5, 4)
+    for _ in range(3):
+        for model, opt in ((fused_model, fused), (reference_model, reference)):
+            opt.zero_grad()
+            model.head(model.norm(model.blocks[1](model.blocks[0](model.patch_embed(x)) + model.cls_token[0])
+                                  + model.pos_embed[0, :1])).square().sum().backward()
+            opt.step()
+    for (name, got), want in zip(fused_model.named_parameters(), reference_model.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    assert (fused_model.head.weight - start).abs().min() > 0  # every weight moved: the steps were taken
+
+
 def test_linear_scaling_and_warmup_cosine_schedule():
     assert scaled_lr(1.5e-4, 128) == pytest.approx(7.5e-5)
     model = nn.Linear(2, 2)

@@ -344,7 +344,9 @@ def crop_face_track(frames: np.ndarray, params: CropParams | None = None,
     track = main_track(detect_faces(frames, detector, params.detect_every), params.iou_threshold, params.max_gap)
     detected = ~np.isnan(track[:, 0])
     fraction = float(detected.mean())
-    if fraction == 0.0 or 1.0 - fraction > params.max_missing:
+    if fraction == 0.0:
+        raise NoFaceError(f"no face found in any of the {len(frames)} frames", fraction)
+    if 1.0 - fraction > params.max_missing:
         raise NoFaceError(f"the main face track covers {fraction:.0%} of the {len(frames)} frames "
                           f"(at least {1 - params.max_missing:.0%} needed)", fraction)
     boxes = square_boxes(smooth_boxes(fill_missing(track), params.smooth_window), params.margin)
