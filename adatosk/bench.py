@@ -34,6 +34,7 @@ from torch import nn
 
 from adatosk import flops
 from adatosk.config import load_config, to_container
+from adatosk.train.optim import build_optimizer
 
 DEFAULT_VARIANTS = ("videomae", "adatosk", "adatosk_dagger", "table2")
 REFERENCE = "hf_videomae (reference)"
@@ -146,9 +147,9 @@ def bench_inference(model: nn.Module, x: torch.Tensor, device: torch.device, amp
 
 def bench_training(model: nn.Module, x: torch.Tensor, target: torch.Tensor, device: torch.device, amp: bool,
                    warmup: int, iters: int) -> dict[str, Any]:
-    """Forward with the target (the model's loss), backward, AdamW step."""
+    """Forward with the target (the model's loss), backward, and the AdamW step of ``adatosk train``."""
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.05, betas=(0.9, 0.999))
     scaler = torch.amp.GradScaler(device.type, enabled=amp and _amp_dtype(device) == torch.float16)
 
     def step() -> None:
@@ -159,9 +160,7 @@ def bench_training(model: nn.Module, x: torch.Tensor, target: torch.Tensor, devi
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
-    result = _phase(step, device, warmup, iters)
-    del optimizer
-    return result
+    return _phase(step, device, warmup, iters)
 
 
 # ------------------------------------------------------------------------------------------------------ variants

@@ -103,7 +103,7 @@ ELEMENTWISE_OPS = frozenset(
         "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "abs", "sign", "pow", "sqrt",
         "rsqrt", "reciprocal", "square", "exp", "log", "log1p", "sigmoid", "sigmoid_", "tanh", "gelu", "silu",
         "erf", "maximum", "minimum", "clamp_min", "clamp_max", "where", "lerp", "addcmul",
-        "sum", "mean", "var", "std", "amax", "amin", "min", "cumsum", "norm", "linalg_vector_norm",
+        "sum", "mean", "var", "var_mean", "std", "amax", "amin", "min", "cumsum", "norm", "linalg_vector_norm",
         "softmax", "log_softmax", "mse_loss", "cross_entropy_loss", "nll_loss", "scatter_add", "scatter_add_",
         "cosine_similarity",
     )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from adatosk.data.transforms import normalize_clip, resize_clip
 from adatosk.data.video import VideoDecodeError, read_video, video_fps, write_video
 from adatosk.evaluate import mask_views_of, view_masks
 from adatosk.models.checkpoint import load_model
+from adatosk.progress import machine_load
 from adatosk.train.distributed import Amp, amp_settings, resolve_device
 
 EXIT_BAD_CHECKPOINT = 2
@@ -235,9 +235,8 @@ def loop_video(path: str | Path, seconds: float, out: Path) -> Path:
 def benchmark(model: nn.Module, meta: dict, videos: list[str], seconds: float, repeat: int, **options: Any) -> str:
     """A Markdown table of the time :func:`predict_video` takes on each video looped to ``seconds`` (best of
     ``repeat``), split into decode, face crop (with decode) and the rest (windows, model)."""
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    lines = [f"predict speed ({meta['model_cfg'].get('variant')} {meta.get('model')}, {os.cpu_count()} cores, "
-             f"{torch.get_num_threads()} torch threads, load average {load})", "",
+    lines = [f"predict speed ({meta['model_cfg'].get('variant')} {meta.get('model')}, {torch.get_num_threads()} "
+             f"torch threads, {machine_load()})", "",
              "| video | seconds | frames | windows (with a face) | decode (s) | decode + face crop (s) | "
              "predict_video total (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as tmp:

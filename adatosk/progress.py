@@ -1,4 +1,5 @@
-"""Progress bars for terminals and for logs: every progress bar of the package is made by :func:`progress`.
+"""Progress bars for terminals and for logs: every progress bar of the package is made by :func:`progress`; and
+:func:`machine_load`, the line under which a benchmark table says what the machine was doing.
 
 On a terminal it is an ordinary tqdm bar, redrawn in place with ``\\r``. Under DVC, Snakemake or SLURM, stderr is a
 log file: a bar redrawn many times a second would fill it with ``\\r``-joined copies of itself. There the bar prints
@@ -7,6 +8,7 @@ one plain line (ASCII, no ``\\r``) at most every ``log_interval`` seconds, and i
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from typing import IO, Any
@@ -39,3 +41,8 @@ def progress(iterable: Iterable[Any] | None = None, log_interval: float = LOG_IN
     kwargs.pop("dynamic_ncols", None)
     kwargs["mininterval"] = kwargs["maxinterval"] = kwargs["delay"] = max(kwargs.get("mininterval", 0.0), log_interval)
     return tqdm(iterable, file=_Lines(stream), ascii=True, ncols=100, **kwargs)
+
+
+def machine_load() -> str:
+    """``"2 cores, load average 0.52, 1.34, 1.52"``: how busy the machine was while a benchmark ran."""
+    return f"{os.cpu_count()} cores, load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -49,6 +49,7 @@ import numpy as np
 
 from adatosk.data.cache import CorruptClipError, pack_clip
 from adatosk.data.video import VIDEO_EXTENSIONS, VideoDecodeError, frame_files, read_frames_dir, read_video
+from adatosk.progress import machine_load
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 HAAR_SCALE_FACTOR = 1.1
@@ -640,9 +641,7 @@ def benchmark(videos: Sequence[str | os.PathLike[str]], params: CropParams, repe
 
 def format_bench(rows: Sequence[Mapping[str, Any]]) -> str:
     """The benchmark rows as a Markdown table, under a line with the machine's load."""
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    lines = [f"face-crop speed ({rows[0]['detector']}, detect_size {rows[0]['detect_size']}; "
-             f"{os.cpu_count()} cores, load average {load})", "",
+    lines = [f"face-crop speed ({rows[0]['detector']}, detect_size {rows[0]['detect_size']}; {machine_load()})", "",
              "| video | frames | detect_every | decode frames/s | crop frames/s | total frames/s | coverage | "
              "box IoU vs every frame |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
