@@ -300,6 +300,8 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "evaluate.batch_size": _integer(1),
     "evaluate.temporal_views": _integer(1),
     "evaluate.mask_views": _integer(1),
+    "evaluate.all_tokens": _one_of(True, False),
+    "evaluate.soft_mask_stats": _one_of(True, False),
 }
 
 

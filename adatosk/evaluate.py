@@ -4,13 +4,16 @@ Each test clip is seen in ``temporal_views x mask_views`` views (method.md, "Inf
 temporal clips, and view ``v = t * mask_views + m`` draws its tube mask from a generator seeded by
 ``(evaluate.mask_seed, clip index, v)``, so that a second run gives the same numbers. A model with
 ``eval_mask_ratio == 0`` sees every token: one mask view. The softmax outputs of all views are averaged. With
-``evaluate.all_tokens`` the same clips are also scored with every token visible (``eval_mask_ratio = 0``).
+``evaluate.all_tokens`` the same clips are also scored with every token visible (``eval_mask_ratio = 0``). With
+``evaluate.soft_mask_stats``, a model with a soft mask (AdaTosk-dagger and the ablations with CA or CS) records the
+soft-mask statistics of its views (:class:`adatosk.mask_stats.SoftMaskRecorder`, summed over ranks) and scores the
+same views once more with the learned weights replaced by 1 (:func:`adatosk.mask_stats.uniform_soft_mask`).
 
 Under torchrun each rank predicts every ``world_size``-th clip and rank 0 gathers the predictions. Writes
 ``run_dir/metrics.json`` (uar, war, per_class_recall in percent, confusion_matrix, class_names, n_clips, views,
-all_tokens, seed, ...) and
-``run_dir/predictions.csv`` (clip_id, label, pred, probs = the averaged probabilities, space-separated in class
-order).
+all_tokens, seed, ...; ``soft_mask``: the recorder's summary, mask values and shares in [0, 1], plus ``uniform``: uar
+and war in percent under ``M_s := 1``) and ``run_dir/predictions.csv`` (clip_id, label, pred, probs = the averaged
+probabilities, space-separated in class order).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import copy
 import csv
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +39,12 @@ from adatosk.config import load_config
 from adatosk.data.dataset import ClipDataset
 from adatosk.data.manifest import read_manifest
 from adatosk.io import write_json_atomic, write_text_atomic
+from adatosk.mask_stats import SoftMaskRecorder, uniform_soft_mask
 from adatosk.metrics import confusion_matrix, recognition_metrics
 from adatosk.models.checkpoint import load_model
 from adatosk.models.masking import tube_mask
 from adatosk.progress import progress
-from adatosk.train.distributed import (Amp, DistContext, all_gather_objects, amp_settings, cleanup,
+from adatosk.train.distributed import (Amp, DistContext, all_gather_objects, all_reduce_sum, amp_settings, cleanup,
                                        init_distributed)
 from adatosk.train.rng import derive_seed, torch_settings
 
@@ -66,6 +72,9 @@ def main(args: argparse.Namespace) -> int:
         if "all_tokens" in metrics:
             log.info("  every token visible: UAR %.2f%%  WAR %.2f%%", metrics["all_tokens"]["uar"],
                      metrics["all_tokens"]["war"])
+        if "soft_mask" in metrics:
+            log.info("  soft mask replaced by 1 on the kept tokens: UAR %.2f%%  WAR %.2f%%",
+                     metrics["soft_mask"]["uniform"]["uar"], metrics["soft_mask"]["uniform"]["war"])
     return 0
 
 
@@ -87,29 +96,40 @@ def view_masks(model: nn.Module, indices: torch.Tensor, view: int, mask_seed: in
     return torch.cat(masks).to(device)  # [B, N]
 
 
+@dataclass(frozen=True)
+class ScoringPass:
+    """One scoring of the test clips: every view at hard-mask ``ratio``, each forward inside ``context()`` (e.g. a
+    :class:`SoftMaskRecorder`, or :func:`uniform_soft_mask`; default: nothing)."""
+
+    ratio: float
+    context: Callable[[], AbstractContextManager] = nullcontext
+
+
 @torch.inference_mode()
-def predict(model: nn.Module, dataset: Dataset, *, ratios: Sequence[float], mask_views: int, mask_seed: int,
+def predict(model: nn.Module, dataset: Dataset, *, passes: Sequence[ScoringPass], mask_views: int, mask_seed: int,
             batch_size: int, num_workers: int, ctx: DistContext, amp: Amp) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(dataset indices [N], view-averaged probabilities [N, K] per hard-mask ratio of ``ratios``) of every clip, on
-    every rank. The clips are read once for all ratios."""
+    """(dataset indices [N], view-averaged probabilities [N, K] per pass of ``passes``) of every clip, on every rank.
+    The clips are read once for all passes; a pass at the same ratio sees the same masks."""
     model.eval()
     shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=ctx.device.type == "cuda")
-    indices, probs = [], [[] for _ in ratios]
+    indices, probs = [], [[] for _ in passes]
     for batch in progress(loader, desc="evaluate", disable=not ctx.is_main, dynamic_ncols=True, leave=False):
         video = batch["video"].to(ctx.device, non_blocking=True)  # [B, V, 3, T, H, W]
         if video.ndim != 6:
             raise ValueError(f"a test clip must be [V, 3, T, H, W] (train=False), got {tuple(video.shape[1:])}")
-        for ratio, out in zip(ratios, probs):
-            views = mask_views_of(ratio, mask_views)
+        for scoring, out in zip(passes, probs):
+            views = mask_views_of(scoring.ratio, mask_views)
             total = 0.0
-            for t in range(video.shape[1]):
-                for m in range(views):
-                    visible = view_masks(model, batch["index"], t * views + m, mask_seed, ctx.device, ratio)
-                    with amp.autocast(ctx.device):
-                        logits = model(video[:, t], visible=visible)  # [B, K]
-                    total = total + logits.float().softmax(dim=-1)
+            with scoring.context():
+                for t in range(video.shape[1]):
+                    for m in range(views):
+                        visible = view_masks(model, batch["index"], t * views + m, mask_seed, ctx.device,
+                                             scoring.ratio)
+                        with amp.autocast(ctx.device):
+                            logits = model(video[:, t], visible=visible)  # [B, K]
+                        total = total + logits.float().softmax(dim=-1)
             out.append((total / (video.shape[1] * views)).cpu())
         indices.append(batch["index"].cpu())
     empty = np.zeros((0, model.num_classes), np.float32)
@@ -118,7 +138,7 @@ def predict(model: nn.Module, dataset: Dataset, *, ratios: Sequence[float], mask
     gathered = all_gather_objects(local)
     all_indices = np.concatenate([g[0] for g in gathered])
     order = np.argsort(all_indices, kind="stable")
-    return all_indices[order], [np.concatenate([g[1][k] for g in gathered])[order] for k in range(len(ratios))]
+    return all_indices[order], [np.concatenate([g[1][k] for g in gathered])[order] for k in range(len(passes))]
 
 
 def load_test_split(cfg: DictConfig) -> Dataset:
@@ -127,15 +147,29 @@ def load_test_split(cfg: DictConfig) -> Dataset:
                        temporal_views=cfg.evaluate.temporal_views)
 
 
+def has_soft_mask(model: nn.Module) -> bool:
+    """An AdaTosk model with a CA or CS soft mask (not plain AdaTosk, not VideoMAE)."""
+    return getattr(model, "soft_mask", "none") != "none"
+
+
 def score(model: nn.Module, dataset: Dataset, cfg: DictConfig, ctx: DistContext, amp: Amp, class_names: list[str],
-          all_tokens: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
+          all_tokens: bool = False, soft_mask_stats: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
     """(metrics dict, dataset indices, probabilities) of ``model`` on ``dataset`` with cfg.evaluate's views at the
     model's ``eval_mask_ratio``; with ``all_tokens`` the metrics also hold ``all_tokens``: the same clips scored
-    with every token visible (one mask view; the model's own views again when it masks nothing)."""
-    ratios = [float(model.eval_mask_ratio)] + ([0.0] if all_tokens and model.eval_mask_ratio > 0 else [])
-    indices, probs = predict(model, dataset, ratios=ratios, mask_views=cfg.evaluate.mask_views,
+    with every token visible (one mask view; the model's own views again when it masks nothing). With
+    ``soft_mask_stats`` a model with a soft mask also gets ``soft_mask``: the soft-mask statistics of those views
+    (summed over ranks) and ``uniform``: UAR / WAR of the same views with ``M_s := 1`` on the kept tokens."""
+    ratio = float(model.eval_mask_ratio)
+    recorder = SoftMaskRecorder(model) if soft_mask_stats and has_soft_mask(model) else None
+    passes = {"main": ScoringPass(ratio, (lambda: recorder) if recorder is not None else nullcontext)}
+    if all_tokens and ratio > 0:
+        passes["all_tokens"] = ScoringPass(0.0)
+    if recorder is not None:
+        passes["uniform"] = ScoringPass(ratio, lambda: uniform_soft_mask(model))
+    indices, probs = predict(model, dataset, passes=list(passes.values()), mask_views=cfg.evaluate.mask_views,
                              mask_seed=cfg.evaluate.mask_seed, batch_size=cfg.evaluate.batch_size,
                              num_workers=cfg.train.num_workers, ctx=ctx, amp=amp)
+    scored = dict(zip(passes, probs))
     labels = np.asarray(dataset.labels)[indices]
 
     def view_metrics(ratio: float, p: np.ndarray) -> dict:
@@ -145,12 +179,17 @@ def score(model: nn.Module, dataset: Dataset, cfg: DictConfig, ctx: DistContext,
         metrics["eval_mask_ratio"] = ratio
         return metrics
 
-    metrics = view_metrics(ratios[0], probs[0])
+    metrics = view_metrics(ratio, scored["main"])
     metrics["n_clips"] = int(len(indices))
     metrics["mask_seed"] = int(cfg.evaluate.mask_seed)
     if all_tokens:
-        metrics["all_tokens"] = view_metrics(ratios[-1], probs[-1])
-    return metrics, indices, probs[0]
+        every = "all_tokens" if "all_tokens" in passes else "main"  # a model that masks nothing: its own views
+        metrics["all_tokens"] = view_metrics(passes[every].ratio, scored[every])
+    if recorder is not None:
+        uniform = view_metrics(ratio, scored["uniform"])
+        metrics["soft_mask"] = {**recorder.summary(reduce=all_reduce_sum),
+                                "uniform": {"uar": uniform["uar"], "war": uniform["war"]}}
+    return metrics, indices, scored["main"]
 
 
 def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -> dict:
@@ -165,7 +204,8 @@ def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -
                          f"{list(cfg.data.class_names)}")
     dataset = load_test_split(cfg)
     metrics, indices, probs = score(model, dataset, cfg, ctx, amp_settings(cfg.train.amp, ctx.device), class_names,
-                                    all_tokens=bool(cfg.evaluate.all_tokens))
+                                    all_tokens=bool(cfg.evaluate.all_tokens),
+                                    soft_mask_stats=bool(cfg.evaluate.soft_mask_stats))
     metrics.update(checkpoint=str(checkpoint), data=cfg.data.name, fold=int(cfg.data.fold), seed=int(cfg.seed),
                    variant=cfg.model.variant)
     if ctx.is_main:

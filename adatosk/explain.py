@@ -41,6 +41,7 @@ from adatosk.data.facecrop import NoFaceError
 from adatosk.data.video import VideoDecodeError
 from adatosk.evaluate import load_test_split, mask_views_of, view_masks
 from adatosk.io import write_bytes_atomic, write_json_atomic
+from adatosk.mask_stats import soft_mask_hooks
 from adatosk.models.adatosk import AdaTosk
 from adatosk.models.checkpoint import load_model
 from adatosk.models.soft_mask import frame_difference
@@ -91,13 +92,8 @@ def trace_soft_mask(model: nn.Module, clip: torch.Tensor, visible: torch.Tensor 
     z = model.soft_mask_input(tokens)  # [1, T', N_v, C], the tokens the soft mask scores (block exclude_at)
 
     captured: dict[str, tuple[tuple, Any]] = {}
-    hooks = [module.register_forward_hook(lambda _, args, out, name=name: captured.__setitem__(name, (args, out)))
-             for name, module in (("ca", model.ca), ("cs", model.cs)) if module is not None]
-    try:
+    with soft_mask_hooks(model, lambda name, args, out: captured.__setitem__(name, (args, out))):
         m_s, excluded = model.temporal_soft_mask(z)
-    finally:
-        for hook in hooks:
-            hook.remove()
 
     def numpy(x: torch.Tensor | None) -> np.ndarray | None:
         return None if x is None else x[0].float().cpu().numpy()

@@ -12,10 +12,9 @@ stages; the run's seed is in its command (``select.seed=1``), so adding a seed t
 
 from __future__ import annotations
 
-import copy
 from pathlib import PurePath
 
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 # The run directory of a (dataset, variant, fold, seed); params/config.yaml's `run_dir` interpolates the same pattern
 # (tests/test_pipeline_dag.py checks that the two agree).
@@ -33,10 +32,14 @@ def select_run(cfg: DictConfig, where: str = "the config") -> DictConfig:
     dataset, fold, variant, seed = (select.get(k) for k in SELECT_KEYS)
     if all(value is None for value in (dataset, fold, variant, seed)):
         return cfg
+    # entries are resolved where they stand, before `data` / `model` change: a composed (not yet resolved) config's
+    # entries refer to them (`datasets.demo: ${data}`, `variants.*.arch: ${model.arch}`)
+    data = _resolved_entry(cfg, "datasets", dataset, where) if dataset is not None else None
+    model = _resolved_entry(cfg, "variants", variant, where) if variant is not None else None
     with open_dict(cfg):
-        if dataset is not None:
+        if data is not None:
             others = (set(cfg.datasets or {}) | {(cfg.get("data") or {}).get("name")}) - {dataset, None}
-            cfg.data = copy.deepcopy(_entry(cfg, "datasets", dataset, where))
+            cfg.data = data
             _check_name(cfg.data, "name", "datasets", dataset, where)
             _check_paths(cfg.data, dataset, others, where)
         if fold is not None:
@@ -45,8 +48,8 @@ def select_run(cfg: DictConfig, where: str = "the config") -> DictConfig:
                 raise ValueError(f"{where}: select.fold={fold} is not a fold of dataset {cfg.data.name!r} "
                                  f"(data.folds = {folds})")
             cfg.data.fold = int(fold)
-        if variant is not None:
-            cfg.model = copy.deepcopy(_entry(cfg, "variants", variant, where))
+        if model is not None:
+            cfg.model = model
             _check_name(cfg.model, "variant", "variants", variant, where)
         if seed is not None:
             cfg.seed = int(seed)
@@ -58,12 +61,12 @@ def select_run(cfg: DictConfig, where: str = "the config") -> DictConfig:
     return cfg
 
 
-def _entry(cfg: DictConfig, group: str, name: str, where: str) -> DictConfig:
+def _resolved_entry(cfg: DictConfig, group: str, name: str, where: str) -> dict:
     entries = cfg.get(group) or {}
     if name not in entries:
         raise KeyError(f"{where}: select names {group}.{name}, but {group} has only {sorted(entries)} "
                        f"(they come from params/experiment/*.yaml)")
-    return entries[name]
+    return OmegaConf.to_container(entries[name], resolve=True)
 
 
 def _check_paths(data: DictConfig, dataset: str, others: set[str], where: str) -> None:

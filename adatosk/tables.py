@@ -10,6 +10,10 @@ run's ``metrics.json`` (``runs/<dataset>/<variant>/fold<k>/seed<s>``, written by
   functions), on the ablation dataset;
 * ``all_tokens``: every variant of the grid evaluated with its hard mask (as in Tables 1-4) and with every token
   visible (``eval_mask_ratio = 0``, ``evaluate.all_tokens``);
+* ``soft_mask`` and ``soft_mask_slots``: what the soft mask does on the test views of every variant that has one
+  (metrics.json ``soft_mask``, ``evaluate.soft_mask_stats``): UAR with the learned weights and with ``M_s := 1``,
+  the masks' means, within-view spread and effective token share, the CA gate; per slot, the masks' means and the
+  shares of excluded tokens and activated slots;
 * ``per_class_<dataset>``: per-class recall of every Table 1 variant; ``confusion_<dataset>_<variant>.png``: the
   confusion matrix summed over runs, normalised per true class.
 
@@ -192,12 +196,15 @@ class Cell:
         return summary_text(self.values(key, all_tokens), self.expected)
 
 
-def summary_text(values: Sequence[float], expected: int) -> str:
-    """``mean ± std`` (sample std over runs); ``not run`` without values; a partial cell counts its runs."""
+def summary_text(values: Sequence[float], expected: int, digits: int = 2) -> str:
+    """``mean ± std`` (sample std over runs) with ``digits`` decimals; ``not run`` without values; a partial cell
+    counts its runs."""
     if not values:
         return NOT_RUN
     mean = float(np.mean(values))
-    text = f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {float(np.std(values, ddof=1)):.2f}"
+    text = f"{mean:.{digits}f}"
+    if len(values) > 1:
+        text += f" ± {float(np.std(values, ddof=1)):.{digits}f}"
     return text if len(values) == expected else f"{text} ({len(values)}/{expected} runs)"
 
 
@@ -383,6 +390,96 @@ def all_tokens_table(results: Results, grid: Mapping[str, Any]) -> Table:
     return table
 
 
+# The soft-mask tables (metrics.json `soft_mask`, adatosk.mask_stats): (column, key path in `soft_mask`, decimals)
+SOFT_MASK_COLUMNS = (
+    ("mean M_ca", ("m_ca", "mean"), 3), ("M_ca spread", ("m_ca", "spread"), 3),
+    ("mean M_cs", ("m_cs", "mean"), 3), ("M_cs spread", ("m_cs", "spread"), 3),
+    ("M_s spread", ("m_s", "spread"), 3), ("effective share (M_s)", ("m_s", "effective_share"), 3),
+    ("gate s", ("gate", "s"), 2), ("gate b", ("gate", "b"), 2),
+)
+# per-slot rows: (quantity, key path of a [T'] list, scale, decimals)
+SOFT_MASK_SLOT_ROWS = (
+    ("M_ca", ("m_ca", "per_slot"), 1.0, 3), ("M_cs", ("m_cs", "per_slot"), 1.0, 3),
+    ("M_s", ("m_s", "per_slot"), 1.0, 3),
+    ("excluded (%)", ("excluded_share",), 100.0, 1), ("activated (%)", ("activated_share",), 100.0, 1),
+)
+ABSENT = "-"  # a quantity the variant has no module for
+
+
+def nested(mapping: Mapping[str, Any], path: Sequence[str]) -> Any:
+    """``mapping[path[0]][path[1]]...``, None where a key is missing."""
+    for key in path:
+        if not isinstance(mapping, Mapping) or key not in mapping:
+            return None
+        mapping = mapping[key]
+    return mapping
+
+
+def soft_mask_cells(results: Results, grid: Mapping[str, Any]) -> list[tuple[str, str, Runs, list[dict]]]:
+    """(dataset, variant, runs, the ``soft_mask`` of every evaluated run's metrics.json, with its UAR under
+    ``uar``) of the grid's variants that have at least one run with soft-mask statistics."""
+    cells = []
+    for dataset, variant, runs in grid_cells(grid):
+        stats = [dict(m["soft_mask"], uar=m["uar"]) for m in results.cell(dataset, variant, runs).metrics
+                 if "soft_mask" in m]
+        if stats:
+            cells.append((dataset, variant, runs, stats))
+    return cells
+
+
+def present_text(values: Sequence[float | None], expected: int, digits: int) -> str:
+    """:func:`summary_text` of the runs' values; ``-`` when no run has the quantity (a variant without the module)."""
+    present = [float(v) for v in values if v is not None]
+    return summary_text(present, expected, digits) if present else ABSENT
+
+
+def soft_mask_table(results: Results, grid: Mapping[str, Any]) -> Table:
+    columns = ["Dataset", "Variant", "UAR (%)", "UAR (%, M_s := 1)", "UAR - UAR(M_s := 1)"]
+    columns += [name for name, _, _ in SOFT_MASK_COLUMNS] + ["Runs"]
+    table = Table("soft_mask", "What the soft mask does at test time (evaluate.soft_mask_stats)", columns)
+    for dataset, variant, runs, stats in soft_mask_cells(results, grid):
+        uniform = [s["uniform"]["uar"] for s in stats]
+        learned = [s["uar"] for s in stats]
+        table.rows.append([title_of(dataset), variant, summary_text(learned, runs.count),
+                           summary_text(uniform, runs.count),
+                           summary_text([a - b for a, b in zip(learned, uniform)], runs.count)]
+                          + [present_text([nested(s, path) for s in stats], runs.count, digits)
+                             for _, path, digits in SOFT_MASK_COLUMNS] + [runs.describe()])
+    table.notes = [
+        "Mean ± sample std over the runs evaluated with soft-mask statistics, on the test views of Tables 1-4 (the "
+        "variant's hard mask, every mask view). UAR (M_s := 1): the same views with M_ca and M_cs replaced by 1 on "
+        "the kept tokens (the CS exclusion unchanged): the pooling is the plain mean of the kept tokens; the "
+        "difference is taken per run. Means: over every kept token. Spread: within a view, std / mean of the "
+        "weights over its kept tokens, averaged over views. Effective share: (sum M_s)^2 / (n sum M_s^2) over the "
+        "n kept tokens of a view, averaged (1: the same weight on every token). Gate: the CA cosine gate's "
+        "M_ca = sigmoid(s cos + b). '-': the variant has no such module.",
+    ]
+    if not table.rows:
+        table.notes.append("No run of the grid has soft-mask statistics (evaluate.soft_mask_stats=true, a variant "
+                           "with CA or CS).")
+    return table
+
+
+def soft_mask_slot_table(results: Results, grid: Mapping[str, Any]) -> Table:
+    cells = soft_mask_cells(results, grid)
+    slots = max((s["slots"] for *_, stats in cells for s in stats), default=0)
+    columns = ["Dataset", "Variant", "Quantity"] + [f"slot {t + 1}" for t in range(slots)]
+    table = Table("soft_mask_slots", "The soft mask per temporal slot (evaluate.soft_mask_stats)", columns)
+    for dataset, variant, runs, stats in cells:
+        for quantity, path, scale, digits in SOFT_MASK_SLOT_ROWS:
+            per_run = [nested(s, path) or [] for s in stats]  # [runs][T']
+            if not any(per_run):
+                continue
+            table.rows.append([title_of(dataset), variant, quantity] + [
+                present_text([scale * r[t] if t < len(r) and r[t] is not None else None for r in per_run],
+                             runs.count, digits) for t in range(slots)])
+    table.notes = [
+        "Mean ± sample std over the runs. M_ca, M_cs, M_s: mean over the kept (not excluded) tokens of the slot. "
+        "excluded: share of the slot's visible tokens the CS mask excludes. activated: share of the test views in "
+        "which the CA mask takes the slot as one of its top-K key slots (Eq. 5; slot 1 never is)."]
+    return table
+
+
 def per_class_tables(results: Results, grid: Mapping[str, Any]) -> list[Table]:
     tables = []
     for dataset, runs in group_runs(grid["main"]).items():
@@ -464,7 +561,8 @@ def build_tables(results: Results, grid: Mapping[str, Any], flops: Mapping[str, 
             ablation_table("table4", "Table 4: distance functions of the class-agnostic soft mask", TABLE4,
                            "Distance", results, grid, dataset, runs),
         ]
-    return tables + [all_tokens_table(results, grid)] + per_class_tables(results, grid)
+    return tables + [all_tokens_table(results, grid), soft_mask_table(results, grid),
+                     soft_mask_slot_table(results, grid)] + per_class_tables(results, grid)
 
 
 def write_tables(tables: Sequence[Table], out: Path) -> list[Path]:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from test_pipeline_dag import BIN, compose, copy_repo, run
+from test_make_pull import make_pull
 from workflow.dvc_stages import rule_name
 
 pytestmark = pytest.mark.slow
@@ -167,14 +168,11 @@ def test_push_clone_pull_leaves_nothing_to_rerun(repro, tmp_path):
     run([BIN / "dvc", "push"], root)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(root), str(clone)], tmp_path)
-    run([BIN / "dvc", "pull"], clone)
+    make_pull(clone)  # README: `dvc pull`, then `snakemake --touch`: Snakemake judges by mtimes
     assert (clone / "data/DFEW.zip").read_bytes() == b"a licensed archive stands here"
     assert (clone / "runs/demo/adatosk_dagger/fold1/seed0/checkpoint/last/model.safetensors").is_file()
     assert "up to date" in run([BIN / "dvc", "status"], clone).stdout
-    # Snakemake judges by mtimes: after a pull, mark the pulled outputs as current (`make pull`)
-    run([BIN / "snakemake", "--touch", "--cores", "1"], clone)
-    dry = run([BIN / "snakemake", "-n", "--cores", "1"], clone).stdout
-    assert "Nothing to be done" in dry
+    assert "Nothing to be done" in run([BIN / "snakemake", "-n", "--cores", "1"], clone).stdout
 
 
 def test_exp_run_trains_again_on_the_narrowed_grid_and_exp_show_lists_it(repro):

@@ -273,3 +273,20 @@ def test_select_run_builds_one_run_of_the_grid_and_refuses_what_is_not_in_it():
                                                                                  name="dfew")}})
     with pytest.raises(ValueError, match="datasets.dfew.manifest_dir is 'manifests/demo'"):
         select(to_container(crossed), dataset="dfew")
+
+
+def test_select_on_the_hydra_groups_equals_select_on_the_composed_params(tmp_path):
+    """`adatosk <cmd> select.variant=...` without --config composes params/ itself: its variant entries refer to
+    `model` and `data` (`${model.arch}`, `datasets.demo: ${data}`), and the run is the one params.yaml selects."""
+    import yaml
+
+    from adatosk.config import load_config, to_container
+
+    selected = ["select.dataset=demo", "select.fold=2", "select.variant=adatosk_ca", "select.seed=1"]
+    composed = tmp_path / "params.yaml"
+    composed.write_text(yaml.safe_dump(to_container(load_config())))
+    from_groups, from_file = to_container(load_config(selected)), to_container(load_config(selected, composed))
+    for key in ("model", "data", "seed", "run_dir", "train", "evaluate"):  # what the run reads
+        assert from_groups[key] == from_file[key], key
+    assert (from_groups["model"]["soft_mask"], from_groups["model"]["arch"]) == ("ca", "vit_tiny_patch16_64")
+    assert from_groups["run_dir"] == "runs/demo/adatosk_ca/fold2/seed1"

@@ -10,7 +10,7 @@ from torch import nn
 from adatosk.models.decoder import ReconstructionDecoder, masked_targets, reconstruction_loss
 from adatosk.models.masking import tube_mask
 from adatosk.models.output import ModelOutput, classification_loss
-from adatosk.models.soft_mask import ClassAgnosticSoftMask, ClassSemanticSoftMask
+from adatosk.models.soft_mask import ClassAgnosticSoftMask, ClassSemanticSoftMask, combine_masks
 from adatosk.models.vit import LayerNorm, VideoEncoder, _init_weights
 
 SOFT_MASKS = ("none", "ca", "cs", "ca+cs")
@@ -155,8 +155,7 @@ class AdaTosk(nn.Module):
             m_cs, excluded = self.cs(z, self.head.channel_weights())
         if m_ca is None or m_cs is None:
             return (m_ca if m_cs is None else m_cs), excluded
-        m_s = m_ca * m_cs if self.combine == "product" else 0.5 * (m_ca + m_cs)
-        return m_s.masked_fill(excluded, 0.0), excluded
+        return combine_masks(m_ca, m_cs, excluded, self.combine), excluded
 
     def pool(self, z: torch.Tensor, m_s: torch.Tensor | None, excluded: torch.Tensor | None) -> torch.Tensor:
         """``pool(M_s * Z) [B, C]``: ``pool="mean"`` averages ``M_s * Z`` over the tokens that are not excluded

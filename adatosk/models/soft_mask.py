@@ -187,6 +187,14 @@ def accumulate_redundancy(sim: torch.Tensor, r: int | Sequence[int] = 2, tau: fl
     return torch.stack(scores, dim=1), torch.stack(exclusions, dim=1)
 
 
+def combine_masks(m_ca: torch.Tensor, m_cs: torch.Tensor, excluded: torch.Tensor,
+                  combine: str = "product") -> torch.Tensor:
+    """Eq. 12: ``M_s [B, T', N_v]`` of ``M_ca`` and ``M_cs`` (``combine``: their product or their mean), 0 on the
+    ``excluded`` tokens."""
+    m_s = m_ca * m_cs if combine == "product" else 0.5 * (m_ca + m_cs)
+    return m_s.masked_fill(excluded, 0.0)
+
+
 def minmax_normalise(x: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6, per_slot: bool = False) -> torch.Tensor:
     """Min-max to [0, 1] over the ``valid`` entries of ``x [B, T', N_v]`` (invalid entries -> 0), per clip or, with
     ``per_slot``, per slot (a slot whose valid entries are all equal -> 0)."""
