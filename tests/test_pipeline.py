@@ -154,6 +154,13 @@ def test_a_param_marks_exactly_the_stages_that_read_it(repro):
     finally:
         run(["git", "checkout", "params.yaml"], root)
     assert changed_stages(root) == set()
+    weights = root / "weights" / "videomae_base.pth"  # model.pretrained's folder: a new file retrains every run
+    weights.write_bytes(b"pre-trained weights")
+    try:
+        assert changed_stages(root) == {s for s in MAIN_STAGES if s.startswith("train@")}
+    finally:
+        weights.unlink()
+    assert changed_stages(root) == set()
 
 
 def test_push_clone_pull_leaves_nothing_to_rerun(repro, tmp_path):

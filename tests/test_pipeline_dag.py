@@ -125,6 +125,8 @@ def test_snakemake_builds_exactly_the_dvc_stages(demo_repo):
         assert set(spec.params) == params, address
         assert cmd in shell, address
     assert set(jobs["all"][0]) == produced
+    trainings = [address for address in stages if address.split("@")[0] in ("train", "train_ablation")]
+    assert trainings and all("weights" in stages[address][1] for address in trainings)  # model.pretrained's folder
 
 
 @pytest.mark.parametrize("profile", ["demo_repo", "paper_repo"])
