@@ -38,7 +38,7 @@ from adatosk.cli import add_config_arguments
 from adatosk.config import load_config
 from adatosk.data.dataset import ClipDataset
 from adatosk.data.manifest import read_manifest
-from adatosk.io import write_json_atomic, write_text_atomic
+from adatosk.io import locked_directory, write_json_atomic, write_text_atomic
 from adatosk.mask_stats import SoftMaskRecorder, uniform_soft_mask
 from adatosk.metrics import confusion_matrix, recognition_metrics
 from adatosk.models.checkpoint import load_model
@@ -193,26 +193,29 @@ def score(model: nn.Module, dataset: Dataset, cfg: DictConfig, ctx: DistContext,
 
 
 def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -> dict:
+    """Score the run's checkpoint on its fold's test split and write metrics.json and predictions.csv. The main rank
+    holds the run directory's lock throughout: not beside an ``adatosk train`` that rewrites the run."""
     run_dir = Path(cfg.run_dir)
     checkpoint = Path(checkpoint) if checkpoint else run_dir / "checkpoint" / "last"
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}: train first (adatosk train) or pass --checkpoint")
-    model, meta = load_model(checkpoint, device=ctx.device)
-    class_names = list(meta["class_names"])
-    if class_names != list(cfg.data.class_names):
-        raise ValueError(f"{checkpoint} was trained on classes {class_names}, but data '{cfg.data.name}' has "
-                         f"{list(cfg.data.class_names)}")
-    dataset = load_test_split(cfg)
-    metrics, indices, probs = score(model, dataset, cfg, ctx, amp_settings(cfg.train.amp, ctx.device), class_names,
-                                    all_tokens=bool(cfg.evaluate.all_tokens),
-                                    soft_mask_stats=bool(cfg.evaluate.soft_mask_stats))
-    metrics.update(checkpoint=str(checkpoint), data=cfg.data.name, fold=int(cfg.data.fold), seed=int(cfg.seed),
-                   variant=cfg.model.variant)
-    if ctx.is_main:
-        metrics["flops"] = view_flops(model, cfg, metrics["views"]["total"])
-        write_json_atomic(run_dir / "metrics.json", metrics)
-        write_predictions(run_dir / "predictions.csv", clip_ids(dataset, indices), np.asarray(dataset.labels)[indices],
-                          probs)
+    with locked_directory(run_dir, "`adatosk evaluate`") if ctx.is_main else nullcontext():
+        model, meta = load_model(checkpoint, device=ctx.device)
+        class_names = list(meta["class_names"])
+        if class_names != list(cfg.data.class_names):
+            raise ValueError(f"{checkpoint} was trained on classes {class_names}, but data '{cfg.data.name}' has "
+                             f"{list(cfg.data.class_names)}")
+        dataset = load_test_split(cfg)
+        metrics, indices, probs = score(model, dataset, cfg, ctx, amp_settings(cfg.train.amp, ctx.device),
+                                        class_names, all_tokens=bool(cfg.evaluate.all_tokens),
+                                        soft_mask_stats=bool(cfg.evaluate.soft_mask_stats))
+        metrics.update(checkpoint=str(checkpoint), data=cfg.data.name, fold=int(cfg.data.fold), seed=int(cfg.seed),
+                       variant=cfg.model.variant)
+        if ctx.is_main:
+            metrics["flops"] = view_flops(model, cfg, metrics["views"]["total"])
+            write_json_atomic(run_dir / "metrics.json", metrics)
+            write_predictions(run_dir / "predictions.csv", clip_ids(dataset, indices),
+                              np.asarray(dataset.labels)[indices], probs)
     return metrics
 
 

@@ -89,8 +89,8 @@ def locked_directory(directory: str | os.PathLike[str], what: str) -> Iterator[P
         except OSError as error:
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise AdatoskError(f"locked: another process is running {what} in this directory; wait for it to "
-                               "finish or stop it", directory) from None
+            raise AdatoskError(f"locked: another adatosk process is working in this directory, and {what} cannot "
+                               "run beside it; wait for it to finish or stop it", directory) from None
         yield directory
     finally:
         os.close(fd)  # releases the lock

@@ -377,8 +377,8 @@ def test_stage_removes_a_killed_runs_temporaries_and_refuses_a_second_run_on_its
     argv = (f"data.root={tmp_path / 'root'}", f"data.cache_dir={cache}")
     with locked_directory(cache, "a test"):
         code, _, err = _face_crop(capsys, *argv)
-    assert code == 1 and err == f"adatosk face-crop: {cache}: locked: another process is running `adatosk " \
-        "face-crop` in this directory; wait for it to finish or stop it"
+    assert code == 1 and err == f"adatosk face-crop: {cache}: locked: another adatosk process is working in this " \
+        "directory, and `adatosk face-crop` cannot run beside it; wait for it to finish or stop it"
     assert stale.exists() and not (cache / "00001.npy").exists()
     code, _, err = _face_crop(capsys, *argv)
     assert code == 0 and err == ""

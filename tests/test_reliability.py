@@ -125,13 +125,26 @@ def test_a_finished_run_without_its_state_is_not_retrained_silently(run_copy, ca
     assert snapshot(run) == before
 
 
+def test_evaluate_does_not_write_into_a_run_directory_that_another_process_holds(run_copy, capsys):
+    overrides, run = run_copy
+    with locked_directory(run, "a test"):  # an `adatosk train` of this run is going on
+        code, err = run_cli(capsys, "evaluate", *overrides)
+    assert code == 1
+    assert_one_line(err, "evaluate", f"{run}: locked: another adatosk process is working in this directory, and "
+                    "`adatosk evaluate` cannot run beside it")
+    assert not (run / "metrics.json").exists() and not (run / "predictions.csv").exists()
+    code, err = run_cli(capsys, "evaluate", *overrides)
+    assert code == 0 and (run / "metrics.json").is_file()
+
+
 def test_a_run_directory_is_locked_while_trained_and_a_killed_holder_leaves_no_lock(run_copy, capsys):
     overrides, run = run_copy
     before = snapshot(run)
     with locked_directory(run, "a test"):  # another `adatosk train` holds it
         code, err = run_cli(capsys, "train", *overrides, *TRAIN)
     assert code == 1
-    assert_one_line(err, "train", f"{run}: locked: another process is running `adatosk train` in this directory")
+    assert_one_line(err, "train", f"{run}: locked: another adatosk process is working in this directory, and "
+                    "`adatosk train` cannot run beside it")
     assert snapshot(run) == before
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from adatosk.io import locked_directory\n"
