@@ -11,17 +11,9 @@ from adatosk.cli import main as cli_main
 from adatosk.config import load_config
 from adatosk.evaluate import view_masks
 from adatosk.train import engine
-from test_train import demo_overrides
 
 METRICS_KEYS = {"unit", "uar", "war", "per_class_recall", "confusion_matrix", "class_names", "n_clips", "views",
                 "eval_mask_ratio", "all_tokens", "data", "fold", "seed", "variant"}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> list[str]:
-    overrides = demo_overrides(tmp_path_factory.mktemp("demo")) + ["train.epochs=1"]
-    engine.train(load_config(overrides), max_steps=2)
-    return overrides
 
 
 def test_evaluate_writes_the_metrics_contract_and_is_reproducible(trained):

@@ -12,7 +12,6 @@ import pytest
 import torch
 from test_models import clip, micro
 from test_tables import render, write_run
-from test_train import demo_overrides
 
 from adatosk import tables
 from adatosk.cli import main as cli_main
@@ -22,7 +21,6 @@ from adatosk.mask_stats import SoftMaskRecorder, uniform_soft_mask
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import load_model
 from adatosk.models.masking import tube_mask
-from adatosk.train import engine
 from adatosk.train.distributed import amp_settings, init_distributed
 
 # the micro model of test_models: T' = 4 slots, N = 16 positions, half visible: N_v = 8; top_k = 2, r = 2
@@ -173,13 +171,6 @@ def test_a_model_without_soft_mask_has_nothing_to_record():
 
 
 # --- evaluate ---------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> list[str]:
-    overrides = demo_overrides(tmp_path_factory.mktemp("demo")) + ["train.epochs=1"]
-    engine.train(load_config(overrides), max_steps=2)
-    return overrides
-
 
 def test_evaluate_writes_the_soft_mask_statistics_of_its_views(trained):
     cfg = load_config(trained)
