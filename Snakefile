@@ -38,6 +38,7 @@ for spec in SPECS:
             cmd=shell_command(spec, gpu_count(spec, config)),
             dvc=params_fingerprint(spec),
         threads: resources(spec, config)["cpus_per_task"]
+        priority: spec.priority
         resources:
             **resources(spec, config),
         log:

@@ -1,5 +1,6 @@
 """Progress bars for terminals and for logs: every progress bar of the package is made by :func:`progress`; and
-:func:`machine_load`, the line under which a benchmark table says what the machine was doing.
+:func:`machine_load`, the line under which a benchmark table says what the machine was doing, and
+:func:`available_cores`, how many processes a parallel stage starts.
 
 On a terminal it is an ordinary tqdm bar, redrawn in place with ``\\r``. Under DVC, Snakemake or SLURM, stderr is a
 log file: a bar redrawn many times a second would fill it with ``\\r``-joined copies of itself. There the bar prints
@@ -46,3 +47,8 @@ def progress(iterable: Iterable[Any] | None = None, log_interval: float = LOG_IN
 def machine_load() -> str:
     """``"2 cores, load average 0.52, 1.34, 1.52"``: how busy the machine was while a benchmark ran."""
     return f"{os.cpu_count()} cores, load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what SLURM or ``taskset`` grants), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -61,6 +61,8 @@ def test_same_seed_same_bytes(tmp_path):
     assert a[first] != c[first]
     demo.generate(tmp_path / "a", TINY)  # regenerating over a demo tree replaces it with the same bytes
     assert _tree_bytes(tmp_path / "a") == b
+    demo.generate(tmp_path / "d", TINY, jobs=2)  # clips written by two processes: the same bytes
+    assert _tree_bytes(tmp_path / "d") == b
 
 
 def test_layout_and_subject_disjoint_folds(small):

@@ -75,7 +75,7 @@ def dvc_stages(root: Path) -> dict:
 
 
 def snakemake_jobs(root: Path, *config) -> dict:
-    """rule -> (inputs, outputs, resources, shell command) of every job of Snakemake's DAG (a dry run)."""
+    """rule -> (inputs, outputs, resources, shell command, priority) of every job of Snakemake's DAG (a dry run)."""
     args = [BIN / "snakemake", "-n", "-p", "--forceall", "--cores", "2"] + (["--config", *config] if config else [])
     text = run(args, root).stdout
     jobs = {}
@@ -88,7 +88,7 @@ def snakemake_jobs(root: Path, *config) -> dict:
         resources = dict(item.split("=", 1) for item in fields.get("resources", "").split(", ") if "=" in item)
         jobs[rule.group(1)] = (fields.get("input", "").split(", ") if fields.get("input") else [],
                                fields.get("output", "").split(", ") if fields.get("output") else [],
-                               resources, shell.group(1) if shell else "")
+                               resources, shell.group(1) if shell else "", int(fields.get("priority", 0)))
     return jobs
 
 
@@ -114,7 +114,7 @@ def test_snakemake_builds_exactly_the_dvc_stages(demo_repo):
     produced = {o for (_, _, _, outs) in stages.values() for o in outs}
     for address, (cmd, deps, params, outs) in stages.items():
         spec = specs[address]
-        inputs, outputs, _, shell = jobs[spec.name]
+        inputs, outputs, _, shell, priority = jobs[spec.name]
         assert set(outputs) == outs, address
         # a dep that holds other stages' outputs (tables: runs) stands for those outputs
         expected = set()
@@ -124,9 +124,14 @@ def test_snakemake_builds_exactly_the_dvc_stages(demo_repo):
         assert set(inputs) == expected | {"params.yaml"}, address
         assert set(spec.params) == params, address
         assert cmd in shell, address
+        assert priority == spec.priority, address
     assert set(jobs["all"][0]) == produced
     trainings = [address for address in stages if address.split("@")[0] in ("train", "train_ablation")]
     assert trainings and all("weights" in stages[address][1] for address in trainings)  # model.pretrained's folder
+    # of the jobs that are ready, Snakemake runs the data chain first, then Table 1's trainings, then the rest
+    priority = {address.split("@")[0]: spec.priority for address, spec in specs.items()}
+    assert priority["demo_data"] == priority["manifest"] > priority["train"] > priority["train_ablation"] == 0
+    assert priority["flops"] == priority["evaluate"] == 0
 
 
 @pytest.mark.parametrize("profile", ["demo_repo", "paper_repo"])
@@ -187,14 +192,14 @@ def test_paper_profile_dry_run_lists_the_paper_grid_on_gpus(paper_repo):
     ablation = [n for n in jobs if n.startswith("train_ablation__")]
     assert len(ablation) == 18 * 5
     for name in train + ablation:
-        _, _, res, shell = jobs[name]
+        _, _, res, shell, _ = jobs[name]
         assert res["gpu"] == "8" and res["slurm_partition"] == "a100", name
         assert "torchrun --standalone --nproc-per-node=8 -m adatosk train --config params.yaml" in shell
     explain = [n for n in jobs if n.startswith("explain__")]
     assert explain == ["explain__split0_adatosk_dagger_0"]
     assert "select.dataset=dfew select.fold=1 select.variant=adatosk_dagger" in jobs[explain[0]][3]
     for name in ("manifest__dfew", "face_crop__mafw", "explain__split0_adatosk_dagger_0", "tables"):
-        _, _, res, shell = jobs[name]
+        _, _, res, shell, _ = jobs[name]
         assert "gpu" not in res and res["slurm_partition"] == "short", name
         assert "torchrun" not in shell
     assert not any(n.startswith("demo_data") for n in jobs)

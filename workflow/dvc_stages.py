@@ -12,6 +12,8 @@ foreach and matrix resolved by DVC itself) and turns every stage with a command 
   last path component has no suffix is a directory (``checkpoint/last``, ``cache/demo/128``, ``results/tables``).
 * shell: the stage's command; with ``meta.torchrun`` and GPUs per job, launched on all of them by torchrun.
 * resources: ``meta.slurm`` (``gpu`` | ``cpu``) chooses the resource set of the Snakemake config (slurm/cluster.yaml).
+* priority: ``meta.priority`` (an integer, default 0), Snakemake's job priority: of the jobs that are ready, the
+  higher first (the data chain before the efficiency counts, Table 1's trainings before the ablations).
 
 Stages without a command (``data.dvc``: ``dvc add``-ed data) become no rule: their outputs are inputs that must be
 present (``dvc pull``).
@@ -44,6 +46,7 @@ class RuleSpec:
     kind: str = "cpu"               # meta.slurm
     torchrun: bool = False          # meta.torchrun: launch on every GPU of the job
     gpus: int | None = None         # meta.gpus: GPUs of a gpu job if not the config's gpus_per_job
+    priority: int = 0               # meta.priority: Snakemake's priority of the rule's jobs
 
 
 def rule_name(address: str) -> str:
@@ -94,11 +97,14 @@ def rule_specs(repo_root: str | os.PathLike[str] = ".") -> list[RuleSpec]:
             if kind not in RESOURCE_KINDS:
                 raise ValueError(f"dvc.yaml: stage {stage.name}: meta.slurm is {kind!r}; expected one of "
                                  f"{RESOURCE_KINDS}")
+            priority = meta.get("priority", 0)
+            if not isinstance(priority, int) or isinstance(priority, bool):
+                raise ValueError(f"dvc.yaml: stage {stage.name}: meta.priority is {priority!r}; expected an integer")
             specs.append(RuleSpec(
                 name=rule_name(stage.name), stage=stage.name, cmd=stage.cmd,
                 inputs=tuple(dict.fromkeys(inputs)), outputs=tuple(outputs),
                 directories=frozenset(o for o in outputs if is_directory(o)), params=params, kind=kind,
-                torchrun=bool(meta.get("torchrun", False)), gpus=meta.get("gpus"),
+                torchrun=bool(meta.get("torchrun", False)), gpus=meta.get("gpus"), priority=priority,
             ))
     return specs
 

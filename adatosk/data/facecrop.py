@@ -49,7 +49,7 @@ import numpy as np
 
 from adatosk.data.cache import CorruptClipError, pack_clip
 from adatosk.data.video import VIDEO_EXTENSIONS, VideoDecodeError, frame_files, read_frames_dir, read_video
-from adatosk.progress import machine_load
+from adatosk.progress import available_cores, machine_load
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 HAAR_SCALE_FACTOR = 1.1
@@ -658,7 +658,8 @@ def format_bench(rows: Sequence[Mapping[str, Any]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from adatosk.cli import add_config_arguments
 
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    parser.add_argument("--jobs", type=int, default=available_cores(),
+                        help="parallel processes (default: the cores this process may use)")
     parser.add_argument("--force", action="store_true", help="redo every clip, even those the log says are done")
     parser.add_argument("--report", default=None, metavar="FILE",
                         help=f"the JSON report of excluded/failed clips (default: {{data.cache_dir}}/{REPORT_NAME})")
