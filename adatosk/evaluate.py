@@ -39,7 +39,7 @@ from adatosk.config import load_config
 from adatosk.data.dataset import ClipDataset
 from adatosk.data.manifest import read_manifest
 from adatosk.io import locked_directory, write_json_atomic, write_text_atomic
-from adatosk.mask_stats import SoftMaskRecorder, uniform_soft_mask
+from adatosk.mask_stats import SoftMaskRecorder, soft_mask_modules, uniform_soft_mask
 from adatosk.metrics import confusion_matrix, recognition_metrics
 from adatosk.models.checkpoint import load_model
 from adatosk.models.masking import tube_mask
@@ -147,11 +147,6 @@ def load_test_split(cfg: DictConfig) -> Dataset:
                        temporal_views=cfg.evaluate.temporal_views)
 
 
-def has_soft_mask(model: nn.Module) -> bool:
-    """An AdaTosk model with a CA or CS soft mask (not plain AdaTosk, not VideoMAE)."""
-    return getattr(model, "soft_mask", "none") != "none"
-
-
 def score(model: nn.Module, dataset: Dataset, cfg: DictConfig, ctx: DistContext, amp: Amp, class_names: list[str],
           all_tokens: bool = False, soft_mask_stats: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
     """(metrics dict, dataset indices, probabilities) of ``model`` on ``dataset`` with cfg.evaluate's views at the
@@ -160,7 +155,7 @@ def score(model: nn.Module, dataset: Dataset, cfg: DictConfig, ctx: DistContext,
     ``soft_mask_stats`` a model with a soft mask also gets ``soft_mask``: the soft-mask statistics of those views
     (summed over ranks) and ``uniform``: UAR / WAR of the same views with ``M_s := 1`` on the kept tokens."""
     ratio = float(model.eval_mask_ratio)
-    recorder = SoftMaskRecorder(model) if soft_mask_stats and has_soft_mask(model) else None
+    recorder = SoftMaskRecorder(model) if soft_mask_stats and soft_mask_modules(model) else None
     passes = {"main": ScoringPass(ratio, (lambda: recorder) if recorder is not None else nullcontext)}
     if all_tokens and ratio > 0:
         passes["all_tokens"] = ScoringPass(0.0)
