@@ -9,7 +9,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from adatosk.models.masking import gather_positions, visible_order
-from adatosk.models.vit import Block, LayerNorm, _init_weights, get_sinusoid_encoding_table
+from adatosk.models.vit import Block, LayerNorm, _init_weights, get_sinusoid_encoding_table, patchify
 
 
 class ReconstructionDecoder(nn.Module):
@@ -48,18 +48,15 @@ class ReconstructionDecoder(nn.Module):
 def masked_targets(video: torch.Tensor, visible: torch.Tensor, tubelet_size: int, patch_size: int,
                    norm_pix_loss: bool = True) -> torch.Tensor:
     """Pixel targets ``[B, T' * N_m, tubelet*p*p*3]`` of the masked tubes, in the decoder's output order, each tube
-    flattened as :func:`adatosk.models.vit.patchify` does (``(t, y, x, c)``).
+    flattened as :func:`patchify` does (``(t, y, x, c)``).
 
     ``video`` is ImageNet-normalised; it is un-normalised to [0, 1] first. With ``norm_pix_loss`` each tube is
     normalised per channel by its mean and unbiased std (+ 1e-6), VideoMAE's target. Only the masked tubes are
     gathered, channel-first so that the statistics run over contiguous pixels (2.5x faster on a CPU than over
     channel-last tubes), and moved to channel-last at the end.
     """
-    b, c, t, h, w = video.shape
-    kt, p = tubelet_size, patch_size
     order, n_visible = visible_order(visible)
-    tubes = video.reshape(b, c, t // kt, kt, h // p, p, w // p, p).permute(0, 2, 4, 6, 1, 3, 5, 7)
-    tubes = tubes.reshape(b, t // kt, (h // p) * (w // p), c, kt * p * p)  # [B, T', N, C, kt*p*p]
+    tubes = patchify(video, tubelet_size, patch_size, channels_first=True)  # [B, T', N, C, kt*p*p]
     tubes = gather_positions(tubes, order[:, n_visible:]).float()  # [B, T', N_m, C, kt*p*p]
     mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=video.device)[:, None]  # [C, 1]
     std = torch.tensor(IMAGENET_DEFAULT_STD, device=video.device)[:, None]

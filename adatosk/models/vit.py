@@ -28,12 +28,16 @@ def get_sinusoid_encoding_table(n_position: int, dim: int) -> torch.Tensor:
     return table.float().unsqueeze(0)
 
 
-def patchify(video: torch.Tensor, tubelet_size: int, patch_size: int) -> torch.Tensor:
+def patchify(video: torch.Tensor, tubelet_size: int, patch_size: int, channels_first: bool = False) -> torch.Tensor:
     """``[B, C, T, H, W]`` -> tubes ``[B, T', N, tubelet*p*p*C]``, each tube flattened as ``(t, y, x, c)``
-    (channel last, VideoMAE's reconstruction-target layout); ``N`` is row-major over the ``H/p x W/p`` grid."""
+    (channel last, VideoMAE's reconstruction-target layout); ``N`` is row-major over the ``H/p x W/p`` grid. With
+    ``channels_first``: ``[B, T', N, C, tubelet*p*p]``, each channel's pixels of a tube contiguous."""
     b, c, t, h, w = video.shape
     kt, p = tubelet_size, patch_size
     x = video.reshape(b, c, t // kt, kt, h // p, p, w // p, p)
+    if channels_first:
+        x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # [B, T', h, w, C, kt, p, p]
+        return x.reshape(b, t // kt, (h // p) * (w // p), c, kt * p * p)
     x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # [B, T', h, w, kt, p, p, C]
     return x.reshape(b, t // kt, (h // p) * (w // p), kt * p * p * c)
 
