@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adatosk.models.decoder import ReconstructionDecoder, masked_targets, reconstruction_loss
+from adatosk.models.linear import Linear
 from adatosk.models.masking import tube_mask
 from adatosk.models.output import ModelOutput, classification_loss
 from adatosk.models.soft_mask import ClassAgnosticSoftMask, ClassSemanticSoftMask, combine_masks
@@ -23,10 +24,10 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, num_classes: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.norm = nn.BatchNorm1d(hidden_dim)
         self.act = nn.ReLU()
-        self.fc2 = nn.Linear(hidden_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc2 = Linear(hidden_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.norm(self.fc1(x))))
@@ -119,7 +120,7 @@ class AdaTosk(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         hidden = self.head.fc1.out_features
-        self.head.fc2 = nn.Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.fc2 = Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
 
     def draw_visible(self, batch_size: int, device: torch.device | str | None = None,
                      generator: torch.Generator | None = None) -> torch.Tensor:

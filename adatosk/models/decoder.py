@@ -8,6 +8,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import trunc_normal_
 from torch import nn
 
+from adatosk.models.linear import Linear
 from adatosk.models.masking import gather_positions, visible_order
 from adatosk.models.vit import Block, LayerNorm, _init_weights, get_sinusoid_encoding_table, patchify
 
@@ -20,13 +21,13 @@ class ReconstructionDecoder(nn.Module):
                  depth: int = 1, num_heads: int = 16, mlp_ratio: float = 4.0) -> None:
         super().__init__()
         self.num_slots, self.num_patches = num_slots, num_patches
-        self.embed = nn.Linear(embed_dim, decoder_dim, bias=False)
+        self.embed = Linear(embed_dim, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         table = get_sinusoid_encoding_table(num_slots * num_patches, decoder_dim)
         self.register_buffer("pos_embed", table, persistent=False)  # fixed: regenerated, never stored
         self.blocks = nn.ModuleList(Block(decoder_dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = LayerNorm(decoder_dim)
-        self.pred = nn.Linear(decoder_dim, patch_dim)
+        self.pred = Linear(decoder_dim, patch_dim)
         self.apply(_init_weights)
         trunc_normal_(self.mask_token, std=0.02)
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adatosk.models.linear import Linear
+
 DIFFS = ("l1", "l2", "cosine", "classification")
 SCORES = ("both", "redundancy", "semantic")
 EXCLUDE_FROM = ("previous", "current")
@@ -50,8 +52,8 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, dim: int, reduction: int = 4) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, dim // reduction, bias=False)
-        self.fc2 = nn.Linear(dim // reduction, dim, bias=False)
+        self.fc1 = Linear(dim, dim // reduction, bias=False)
+        self.fc2 = Linear(dim // reduction, dim, bias=False)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return f + f * torch.sigmoid(self.fc2(F.relu(self.fc1(f))))
@@ -79,8 +81,8 @@ class ClassAgnosticSoftMask(nn.Module):
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.top_k, self.diff, self.gate = top_k, diff, gate
         self.se = SqueezeExcite(dim, se_reduction)
-        self.q = nn.Linear(dim, qk_dim)
-        self.k = nn.Linear(dim, qk_dim)
+        self.q = Linear(dim, qk_dim)
+        self.k = Linear(dim, qk_dim)
         self.scale = qk_dim ** -0.5
         if gate == "cosine":  # unconstrained parameters behind the bounded s and b
             self.scale_logit = nn.Parameter(torch.tensor(_logit(GATE_INIT_SCALE / GATE_MAX_SCALE)))
@@ -229,7 +231,7 @@ class ClassSemanticSoftMask(nn.Module):
         exclusion_schedule(2, 1, r, exclude_fraction)  # validates the fraction
         self.scores, self.r, self.tau, self.exclude_from = scores, r, tau, exclude_from
         self.norm, self.exclude_fraction = norm, exclude_fraction
-        self.phi = nn.Linear(dim, proj_dim) if scores != "semantic" else None
+        self.phi = Linear(dim, proj_dim) if scores != "semantic" else None
 
     def schedule(self, slots: int, n_visible: int) -> list[int]:
         """Positions excluded at each transition for ``T' = slots`` and ``N_v = n_visible`` (all 0 without ``S``)."""

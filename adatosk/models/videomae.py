@@ -7,6 +7,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
+from adatosk.models.linear import Linear
 from adatosk.models.output import ModelOutput, classification_loss
 from adatosk.models.vit import LayerNorm, VideoEncoder
 
@@ -30,7 +31,7 @@ class VideoMAEClassifier(nn.Module):
                                     num_heads, mlp_ratio, drop_path_rate, final_norm=False)
         self.num_slots, self.num_patches = self.encoder.num_slots, self.encoder.num_patches
         self.fc_norm = LayerNorm(embed_dim)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_head(head_init_scale)
 
     def _init_head(self, scale: float = 0.001) -> None:
@@ -44,7 +45,7 @@ class VideoMAEClassifier(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.head = Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_head()
 
     def forward_features(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:

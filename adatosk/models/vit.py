@@ -10,9 +10,10 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath
 from torch import nn
 
+from adatosk.models.linear import Linear, linear
 from adatosk.models.masking import gather_positions, visible_order
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
@@ -73,7 +74,7 @@ class PatchEmbed3D(nn.Module):
             return self.proj(x).flatten(3).permute(0, 2, 3, 1)  # [B, D, T', h, w] -> [B, T', N, D]
         tubes = gather_positions(patchify(x, self.tubelet_size, self.patch_size), keep)  # [B, T', K, kt*p*p*C]
         weight = self.proj.weight.permute(0, 2, 3, 4, 1).flatten(1)  # [D, kt*p*p*C], the tubes' (t, y, x, c) order
-        return F.linear(tubes, weight, self.proj.bias)
+        return linear(tubes, weight, self.proj.bias)
 
 
 class Attention(nn.Module):
@@ -85,11 +86,11 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.qkv = Linear(dim, dim * 3, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,11 +98,24 @@ class Attention(nn.Module):
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+        qkv = linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, heads, L, c/heads] each
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    """``fc2(GELU(fc1(x)))`` (timm's ``Mlp`` without dropout, on :class:`Linear`; the same parameter names)."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = Linear(dim, hidden_dim)
+        self.act = nn.GELU()  # exact (erf) GELU
+        self.fc2 = Linear(hidden_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):
@@ -114,7 +128,7 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)  # exact (erf) GELU
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))
