@@ -52,6 +52,18 @@ def test_only_the_input_or_only_the_weight_may_need_a_gradient():
     torch.testing.assert_close(wg.grad, torch.ones(5, 6) @ x, rtol=1e-5, atol=1e-5)
 
 
+@needs_onednn
+def test_a_weight_updated_in_place_is_read_anew():  # what every optimiser step does: no stale packed weight
+    x, weight, bias = torch.randn(16, 8), torch.randn(4, 8), torch.randn(4)
+    before = linear(x, weight, bias)
+    with torch.no_grad():
+        weight.mul_(-2.0)
+        bias.add_(1.0)
+    after = linear(x, weight, bias)
+    torch.testing.assert_close(after, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(after, before)
+
+
 def test_f_linear_where_onednn_does_not_apply():
     x, weight = torch.randn(3, 8), torch.randn(4, 8)
     assert not uses_onednn(x.double(), weight.double())  # not fp32
