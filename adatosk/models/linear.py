@@ -1,10 +1,10 @@
 """Linear layers whose fp32 matrix products run on oneDNN on a CPU.
 
-PyTorch multiplies fp32 matrices on a CPU with MKL's sgemm, which on AMD CPUs takes its AVX2 path: on one Zen 5
-core it reaches about 100 GFLOPS at the tiny demo ViT's sizes, where oneDNN (PyTorch's ``mkldnn``, built in)
-reaches about 205. A demo training step is two-thirds such products, so routing them through oneDNN makes it
-about 1.4x faster (README, 'The demo, measured'). Both compute in fp32 (no reduced
-precision); only the order of the additions inside a product may differ, as between two machines.
+PyTorch multiplies fp32 matrices on a CPU with MKL's sgemm, which on this project's AMD EPYC (Zen 5) reaches about
+100 GFLOPS on one core at the tiny demo ViT's sizes, where oneDNN (PyTorch's built-in ``mkldnn``) reaches about 205.
+A demo training step is two-thirds such products, so routing them through oneDNN makes it about 1.4x faster
+(README, 'The demo, measured'). Both compute in fp32, with no reduced precision; only the order of the additions
+inside a product may differ, as between two machines.
 
 :func:`linear` is ``F.linear`` with that fast path on a CPU for fp32 tensors outside autocast and tracing (fvcore
 counts FLOPs by tracing ``aten`` ops), with a backward of the same two products; elsewhere (GPU, bf16/fp16, a
