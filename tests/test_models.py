@@ -227,6 +227,23 @@ def test_timm_conventions():
     assert baseline(x).shape == (2, 3) and baseline.forward_features(x).shape == (2, 64, 32)
 
 
+def test_head_init_scale_scales_only_the_output_layer_and_starts_the_loss_at_chance():
+    torch.manual_seed(3)
+    plain = micro(num_classes=7).train()
+    torch.manual_seed(3)
+    scaled = micro(num_classes=7, head_init_scale=0.01).train()
+    for (name, a), b in zip(plain.state_dict().items(), scaled.state_dict().values()):  # the same random draws
+        torch.testing.assert_close(b, a * 0.01 if name == "head.fc2.weight" else a, rtol=0, atol=0)
+    x = clip(batch=16, seed=1)
+    y = torch.arange(16) % 7
+    visible = tube_mask(16, 16, 0.5, generator=torch.Generator().manual_seed(2))
+    chance = torch.log(torch.tensor(7.0))
+    assert abs(scaled(x, y, visible=visible).loss_cls - chance) < 0.01
+    assert plain(x, y, visible=visible).loss_cls > chance + 0.1  # logits of std ~1: a confident random guess
+    scaled.reset_classifier(4)  # a new output layer for fine-tuning starts small too
+    assert scaled.head.fc2.weight.abs().max() <= 0.01 * (6 / (48 + 4)) ** 0.5
+
+
 VARIANTS = (
     [dict(soft_mask=s) for s in ("none", "ca", "cs", "ca+cs")]
     + [dict(soft_mask="ca", diff=d) for d in ("l1", "l2", "cosine", "classification")]

@@ -20,14 +20,36 @@ POOLS = ("mean", "weighted", "fc_norm")
 
 
 class ClassifierHead(nn.Module):
-    """SupMAE's 2-layer MLP head: ``Linear(C -> hidden)``, BatchNorm1d, ReLU, ``Linear(hidden -> K)``."""
+    """SupMAE's 2-layer MLP head: ``Linear(C -> hidden)``, BatchNorm1d, ReLU, ``Linear(hidden -> K)``.
 
-    def __init__(self, dim: int, hidden_dim: int, num_classes: int) -> None:
+    Xavier-uniform weights, zero biases; ``init_scale`` multiplies the output layer's weights (VideoMAE's
+    ``head_init_scale``): below 1 the logits start near 0 and the loss near ``ln K``. At 1, the logits after
+    BatchNorm and ReLU start with a std of about 1, a confident random guess the classifier must first unlearn.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, num_classes: int, init_scale: float = 1.0) -> None:
         super().__init__()
+        self.init_scale = init_scale
         self.fc1 = Linear(dim, hidden_dim)
         self.norm = nn.BatchNorm1d(hidden_dim)
         self.act = nn.ReLU()
         self.fc2 = Linear(hidden_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def init_weights(self) -> None:
+        """The initialisation above (the owner calls it, after its other modules: the order of random draws)."""
+        _init_weights(self.fc1)
+        self._init_output()
+
+    def reset_output(self, num_classes: int) -> None:
+        """A new output layer for ``num_classes`` (none: Identity), initialised as in :meth:`init_weights`."""
+        self.fc2 = Linear(self.fc1.out_features, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_output()
+
+    def _init_output(self) -> None:
+        if isinstance(self.fc2, nn.Linear):
+            _init_weights(self.fc2)
+            with torch.no_grad():
+                self.fc2.weight.mul_(self.init_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.norm(self.fc1(x))))
@@ -62,7 +84,7 @@ class AdaTosk(nn.Module):
 
     The keyword defaults are the literal reading of the paper (and of checkpoints saved before these options
     existed); params/model/adatosk_dagger.yaml sets the measured ones (``pool="fc_norm"``, ``ca_gate="cosine"``,
-    ``cs_norm="slot"``).
+    ``cs_norm="slot"``, ``head_init_scale=0.01``).
     """
 
     def __init__(self, img_size: int = 160, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
@@ -75,7 +97,7 @@ class AdaTosk(nn.Module):
                  se_reduction: int = 4, scores: str = "both", r: int = 2, tau: float = 0.1,
                  exclude_from: str = "previous", pool: str = "mean", soft_mask_dim: int | None = None,
                  ca_gate: str = "dot", cs_norm: str = "clip", exclude_fraction: float | None = None,
-                 exclude_at: int | None = None) -> None:
+                 exclude_at: int | None = None, head_init_scale: float = 1.0) -> None:
         super().__init__()
         for name, value, choices in (("soft_mask", soft_mask, SOFT_MASKS), ("combine", combine, COMBINES),
                                      ("pool", pool, POOLS)):
@@ -105,10 +127,11 @@ class AdaTosk(nn.Module):
                    if soft_mask in ("cs", "ca+cs") else None)
         # VideoMAE's fc_norm: the pooled feature's scale (the gate level) cannot drive the BatchNorm head
         self.fc_norm = LayerNorm(embed_dim) if pool == "fc_norm" else nn.Identity()
-        self.head = ClassifierHead(embed_dim, head_hidden_dim, num_classes)
-        for module in (self.ca, self.cs, self.fc_norm, self.head):
+        self.head = ClassifierHead(embed_dim, head_hidden_dim, num_classes, head_init_scale)
+        for module in (self.ca, self.cs, self.fc_norm):
             if module is not None:
                 module.apply(_init_weights)
+        self.head.init_weights()
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -119,8 +142,7 @@ class AdaTosk(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        hidden = self.head.fc1.out_features
-        self.head.fc2 = Linear(hidden, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.reset_output(num_classes)
 
     def draw_visible(self, batch_size: int, device: torch.device | str | None = None,
                      generator: torch.Generator | None = None) -> torch.Tensor:
