@@ -27,7 +27,7 @@ def micro(name: str = "adatosk_vit_tiny_patch16_64", num_classes: int = 5, **kwa
     args = dict(MICRO, **kwargs)
     if name.startswith("videomae"):
         args = {k: v for k, v in args.items() if k in ("img_size", "patch_size", "num_frames", "embed_dim", "depth",
-                                                       "num_heads")}
+                                                       "num_heads", "head_init_scale")}
     return timm.create_model(name, num_classes=num_classes, **args)
 
 
@@ -242,6 +242,13 @@ def test_head_init_scale_scales_only_the_output_layer_and_starts_the_loss_at_cha
     assert plain(x, y, visible=visible).loss_cls > chance + 0.1  # logits of std ~1: a confident random guess
     scaled.reset_classifier(4)  # a new output layer for fine-tuning starts small too
     assert scaled.head.fc2.weight.abs().max() <= 0.01 * (6 / (48 + 4)) ** 0.5
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.001])
+def test_videomae_reset_classifier_keeps_the_configured_head_init_scale(scale):
+    baseline = micro("videomae_vit_tiny_patch16_64", head_init_scale=scale)
+    baseline.reset_classifier(400)  # 400 x 32 draws of std 0.02 x scale
+    assert 0.8 * 0.02 * scale < baseline.head.weight.std() < 1.2 * 0.02 * scale
 
 
 VARIANTS = (

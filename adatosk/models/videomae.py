@@ -26,19 +26,20 @@ class VideoMAEClassifier(nn.Module):
                  head_init_scale: float = 0.001) -> None:
         super().__init__()
         self.num_classes, self.num_features, self.embed_dim = num_classes, embed_dim, embed_dim
+        self.head_init_scale = head_init_scale
         # VideoMAE's fine-tuning model keeps no final token norm (Identity) and normalises the pooled feature
         self.encoder = VideoEncoder(img_size, patch_size, num_frames, tubelet_size, in_chans, embed_dim, depth,
                                     num_heads, mlp_ratio, drop_path_rate, final_norm=False)
         self.num_slots, self.num_patches = self.encoder.num_slots, self.encoder.num_patches
         self.fc_norm = LayerNorm(embed_dim)
         self.head = Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self._init_head(head_init_scale)
+        self._init_head()
 
-    def _init_head(self, scale: float = 0.001) -> None:
+    def _init_head(self) -> None:
         if isinstance(self.head, nn.Linear):
             trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
-            self.head.weight.data.mul_(scale)
+            self.head.weight.data.mul_(self.head_init_scale)
 
     def get_classifier(self) -> nn.Module:
         return self.head
