@@ -582,7 +582,8 @@ def write_tables(tables: Sequence[Table], out: Path) -> list[Path]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from adatosk.cli import add_config_arguments
 
-    parser.add_argument("--runs", default=None, metavar="DIR", help="the runs' root (default: the config's output_root)")
+    parser.add_argument("--runs", default=None, metavar="DIR",
+                        help="the runs' root (default: the config's output_root)")
     parser.add_argument("--efficiency", default="results/efficiency", metavar="DIR",
                         help="where `adatosk flops` wrote flops.json")
     parser.add_argument("--out", default="results/tables", metavar="DIR")

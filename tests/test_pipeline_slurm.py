@@ -62,7 +62,8 @@ def test_a_resubmitted_training_job_continues_from_its_state(slurm_run):
     # the job is resubmitted (Snakemake removes its outputs first); train_state.pt is no output and stays
     train = "train__split0_adatosk_dagger_0"
     run(args + ["--forcerun", train, "--until", train, "--retries", "0"], root, timeout=600)
-    assert "resuming runs/demo/adatosk_dagger/fold1/seed0 after epoch 1/1" in (root / "logs" / f"{train}.log").read_text()
+    log = (root / "logs" / f"{train}.log").read_text()
+    assert "resuming runs/demo/adatosk_dagger/fold1/seed0 after epoch 1/1" in log
     assert (root / "runs/demo/adatosk_dagger/fold1/seed0/checkpoint/last/model.safetensors").is_file()
 
 

@@ -147,8 +147,9 @@ def test_a_run_directory_is_locked_while_trained_and_a_killed_holder_leaves_no_l
                     "`adatosk train` cannot run beside it")
     assert snapshot(run) == before
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from adatosk.io import locked_directory\n"
-                               f"with locked_directory({str(run)!r}, 'x'):\n print('held', flush=True); sys.stdin.read()"],
+    hold = ("import sys; from adatosk.io import locked_directory\n"
+            f"with locked_directory({str(run)!r}, 'x'):\n print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", hold],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
