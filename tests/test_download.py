@@ -324,7 +324,7 @@ def test_the_root_key_the_message_names_works_under_the_pipelines_params(tmp_pat
     message = capsys.readouterr().err
     assert "datasets.demo.root=DIR" in message and "datasets.demo.sources.tree.url" in message
     generate(tmp_path / "mine", {"subjects": 5, "clips_per_class": 1, "raw_videos": 0})
-    # replaced by datasets.demo: ignored (with that root pinned, not the checkout's data/demo, which `make demo` makes)
+    # replaced by datasets.demo: ignored (that root pinned, not the checkout's generated/demo that `make demo` makes)
     assert main(common + [f"datasets.demo.root={tmp_path / 'nothing'}", f"data.root={tmp_path / 'mine'}"]) == 1
     capsys.readouterr()
     assert main(common + [f"datasets.demo.root={tmp_path / 'mine'}"]) == 0

@@ -241,7 +241,7 @@ def test_head_init_scale_scales_only_the_output_layer_and_starts_the_loss_at_cha
     assert abs(scaled(x, y, visible=visible).loss_cls - chance) < 0.01
     assert plain(x, y, visible=visible).loss_cls > chance + 0.1  # logits of std ~1: a confident random guess
     scaled.reset_classifier(4)  # a new output layer for fine-tuning starts small too
-    assert scaled.head.fc2.weight.abs().max() <= 0.01 * (6 / (48 + 4)) ** 0.5
+    assert scaled.head.fc2.weight.abs().max() <= 0.01 * (6 / (MICRO["head_hidden_dim"] + 4)) ** 0.5  # Xavier bound
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.001])
