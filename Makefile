@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv params pull clean
+.PHONY: demo test lint venv params pull clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ endif
 
 test: $(STAMP)
 	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2
+
+# ruff with the rules and line length of pyproject.toml ([tool.ruff]); .ci/run runs it before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # params.yaml is the composition of params/ (what `dvc exp run` does); recompose it after editing params/.
 params: $(STAMP)

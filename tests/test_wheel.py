@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 def test_the_package_list_holds_every_package_of_adatosk():
     listed = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "adatosk").rglob("__init__.py")}
-    assert set(listed) == found | {"adatosk.params"}
+    groups = {f"adatosk.params.{d.name}" for d in (REPO / "params").iterdir() if any(d.glob("*.yaml"))}
+    assert set(listed) == found | {"adatosk.params"} | groups
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +37,23 @@ def wheel_site(tmp_path_factory) -> Path:
         if (REPO / name).is_file() and not name.startswith("tests/"):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "-w", str(tmp / "dist"), str(source)], check=True, capture_output=True, timeout=300)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
+                            "-w", str(tmp / "dist"), str(source)], check=True, capture_output=True, text=True,
+                           timeout=300)
+    (tmp / "build.log").write_text(build.stdout + build.stderr)
     (wheel,) = (tmp / "dist").glob("adatosk-*.whl")
     site = tmp / "site"
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     return site
+
+
+def test_the_build_prints_no_packaging_warning(wheel_site):
+    """pyproject.toml builds without a setuptools warning (deprecated licence table, undeclared data packages)."""
+    log = (wheel_site.parent / "build.log").read_text()
+    assert "Building wheel" in log                                # the verbose log was captured
+    warnings = [line for line in log.splitlines() if "Warning" in line or "would be ignored" in line]
+    assert not warnings, "\n".join(warnings)
 
 
 def adatosk(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
