@@ -21,7 +21,6 @@ order).
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import io
 import logging
@@ -216,7 +215,6 @@ def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -
                        img_size=int(meta["model_cfg"]["img_size"]), data=cfg.data.name, fold=int(cfg.data.fold),
                        seed=int(cfg.seed), variant=cfg.model.variant)
         if ctx.is_main:
-            metrics["flops"] = view_flops(model, cfg, metrics["views"]["total"])
             write_json_atomic(run_dir / "metrics.json", metrics)
             write_predictions(run_dir / "predictions.csv", clip_ids(dataset, indices),
                               np.asarray(dataset.labels)[indices], probs)
@@ -232,16 +230,6 @@ def check_clip_size(meta: dict, checkpoint: Path, cfg: DictConfig) -> None:
         raise AdatoskError(f"the model was trained on clips of {trained} (experiment {meta.get('experiment')}), the "
                            f"config reads {read} (experiment {cfg.get('experiment')}): evaluate with the run's "
                            "experiment (e.g. experiment=paper)", checkpoint)
-
-
-def view_flops(model: nn.Module, cfg: DictConfig, views: int) -> dict:
-    """fvcore FLOPs of what was run: one inference view as evaluated, and a whole clip (all its views)."""
-    from adatosk.flops import model_flops
-
-    counted = model_flops(copy.deepcopy(model).cpu(), int(cfg.data.num_frames), int(cfg.data.img_size))  # a copy:
-    # counting runs a train-mode forward, which would update BatchNorm statistics
-    return {"per_view": counted["flops_inference"], "per_clip": counted["flops_inference"] * views,
-            "params_inference": counted["params_inference"]}
 
 
 def clip_ids(dataset: Dataset, indices: np.ndarray) -> list[str]:

@@ -78,6 +78,7 @@ from adatosk.train.distributed import (
     all_reduce_sum,
     amp_settings,
     barrier,
+    broadcast_object,
     cleanup,
     init_distributed,
     sync_buffers,
@@ -189,7 +190,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.start_epoch = 0
-        self.run_identity = self.identity()
+        self.run_identity = broadcast_object(self.identity() if ctx.is_main else None)  # one decision for all ranks
 
     # --- resume -----------------------------------------------------------------------------------------------
     def identity(self) -> dict:
