@@ -4,13 +4,18 @@ a run of another config is refused, and ``--restart`` replaces a run only once t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from test_train import demo_overrides
 
 from adatosk.cli import main as cli_main
@@ -174,14 +179,30 @@ def test_the_default_demo_experiment_is_refused_on_another_dataset(tmp_path, cap
     assert load_config(["experiment=paper"]).experiment == "paper"
 
 
-def test_checkpoint_and_metrics_say_what_the_run_is(trained):
-    from adatosk.evaluate import main as evaluate_main
-
-    cfg = load_config(trained)
-    meta = json.loads((Path(cfg.run_dir) / "checkpoint/last/model.json").read_text())
+def test_the_checkpoint_says_what_the_run_is(trained):
+    meta = json.loads((Path(load_config(trained).run_dir) / "checkpoint/last/model.json").read_text())
     assert meta["experiment"] == "demo" and meta["model"] == "adatosk_vit_tiny_patch16_64"
-    evaluate_main(type("Args", (), {"overrides": trained + ["evaluate.temporal_views=1", "evaluate.mask_views=1",
-                                                             "evaluate.all_tokens=false"],
-                                    "config": None, "checkpoint": None})())
-    metrics = json.loads((Path(cfg.run_dir) / "metrics.json").read_text())
-    assert (metrics["experiment"], metrics["model"], metrics["img_size"]) == ("demo", "adatosk_vit_tiny_patch16_64", 64)
+
+
+@pytest.mark.slow
+def test_replaced_pretrained_weights_retrain_under_dvc_repro(data, tmp_path):
+    """DVC reruns the stage when the weights file changes: the run must be trained from the new weights, not
+    returned from the old state (dvc.lock would pair the new weights' hash with the old model)."""
+    weights = write_weights(tmp_path / "W.pth", seed=1)
+    overrides = data + ["output_root=runs", f"model.pretrained={weights}"]
+    run = tmp_path / load_config(overrides).run_dir
+    command = " ".join(["adatosk", "train", *overrides, "--replace", "--max-steps", str(STEPS)])
+    stage = {"cmd": command, "deps": ["W.pth"], "outs": [str(run.relative_to(tmp_path) / "checkpoint" / "last")]}
+    (tmp_path / "dvc.yaml").write_text(json.dumps({"stages": {"train": stage}}))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "DVC_NO_ANALYTICS": "1"}
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    subprocess.run(dvc + ["init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
+    subprocess.run(dvc + ["repro", "-q"], cwd=tmp_path, env=env, check=True)
+    first = (run / "checkpoint/last/model.safetensors").read_bytes()
+
+    write_weights(weights, seed=2)
+    subprocess.run(dvc + ["repro", "-q"], cwd=tmp_path, env=env, check=True)
+    assert (run / "checkpoint/last/model.safetensors").read_bytes() != first
+    assert state(run)["identity"]["inputs"]["pretrained"] == engine.pretrained_digest(str(weights))
+    lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["train"]
+    assert lock["deps"][0]["md5"] == hashlib.md5(weights.read_bytes()).hexdigest()
