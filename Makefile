@@ -17,15 +17,17 @@ $(STAMP): pyproject.toml
 
 # The demo pipeline (dvc.yaml) on every core: Snakemake runs its stages side by side, one thread each (the demo's
 # train.threads and grid.efficiency.bench_threads), then `dvc commit` records them in dvc.lock, so that
-# `dvc status` / `dvc repro` find the pipeline current. `make demo EXPERIMENT=demo_seeds` first composes
-# params.yaml for another experiment (params/experiment/demo_seeds.yaml: 3 seeds per variant).
+# `dvc status` / `dvc repro` find the pipeline current. After a killed run, Snakemake reruns the jobs it left
+# incomplete (--rerun-incomplete; a killed training resumes from its train_state.pt). `make demo
+# EXPERIMENT=demo_seeds` first composes params.yaml for another experiment (params/experiment/demo_seeds.yaml: 3
+# seeds per variant).
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 demo: $(STAMP)
 ifdef EXPERIMENT
 	DVC_NO_ANALYTICS=1 $(BIN)/python workflow/scripts/compose_params.py experiment=$(EXPERIMENT)
 endif
 	DVC_NO_ANALYTICS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --quiet rules \
-		--config gpu_cpus=1 cpu_cpus=1
+		--rerun-incomplete --config gpu_cpus=1 cpu_cpus=1
 	DVC_NO_ANALYTICS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc commit --force --quiet
 	@cat results/tables/table?.md results/tables/all_tokens.md results/tables/soft_mask.md
 

@@ -11,15 +11,16 @@ same views once more with the learned weights replaced by 1 (:func:`adatosk.mask
 
 Under torchrun each rank predicts every ``world_size``-th clip and rank 0 gathers the predictions. Writes
 ``run_dir/metrics.json`` (uar, war, per_class_recall in percent, confusion_matrix, class_names, n_clips, views,
-all_tokens, seed, ...; ``soft_mask``: the recorder's summary, mask values and shares in [0, 1], plus ``uniform``: uar
-and war in percent under ``M_s := 1``) and ``run_dir/predictions.csv`` (clip_id, label, pred, probs = the averaged
-probabilities, space-separated in class order).
+all_tokens, seed, ...; ``experiment``, ``model`` and ``img_size``: what the checkpoint's model.json says trained it,
+e.g. ``demo`` and ``adatosk_vit_tiny_patch16_64`` for the demo's tiny model; ``soft_mask``: the recorder's summary,
+mask values and shares in [0, 1], plus ``uniform``: uar and war in percent under ``M_s := 1``) and
+``run_dir/predictions.csv`` (clip_id, label, pred, probs = the averaged probabilities, space-separated in class
+order).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import io
 import logging
@@ -38,14 +39,22 @@ from adatosk.cli import add_config_arguments
 from adatosk.config import load_config
 from adatosk.data.dataset import ClipDataset
 from adatosk.data.manifest import read_manifest
+from adatosk.errors import AdatoskError
 from adatosk.io import locked_directory, write_json_atomic, write_text_atomic
 from adatosk.mask_stats import SoftMaskRecorder, soft_mask_modules, uniform_soft_mask
 from adatosk.metrics import confusion_matrix, recognition_metrics
 from adatosk.models.checkpoint import load_model
 from adatosk.models.masking import tube_mask
 from adatosk.progress import progress
-from adatosk.train.distributed import (Amp, DistContext, all_gather_objects, all_reduce_sum, amp_settings, cleanup,
-                                       init_distributed)
+from adatosk.train.distributed import (
+    Amp,
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    amp_settings,
+    cleanup,
+    init_distributed,
+)
 from adatosk.train.rng import derive_seed, torch_settings
 
 log = logging.getLogger(__name__)
@@ -195,33 +204,32 @@ def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -
     if not checkpoint.exists():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}: train first (adatosk train) or pass --checkpoint")
     with locked_directory(run_dir, "`adatosk evaluate`") if ctx.is_main else nullcontext():
-        model, meta = load_model(checkpoint, device=ctx.device)
+        model, meta = load_model(checkpoint, device=ctx.device, class_names=cfg.data.class_names)
         class_names = list(meta["class_names"])
-        if class_names != list(cfg.data.class_names):
-            raise ValueError(f"{checkpoint} was trained on classes {class_names}, but data '{cfg.data.name}' has "
-                             f"{list(cfg.data.class_names)}")
+        check_clip_size(meta, checkpoint, cfg)
         dataset = load_test_split(cfg)
         metrics, indices, probs = score(model, dataset, cfg, ctx, amp_settings(cfg.train.amp, ctx.device),
                                         class_names, all_tokens=bool(cfg.evaluate.all_tokens),
                                         soft_mask_stats=bool(cfg.evaluate.soft_mask_stats))
-        metrics.update(checkpoint=str(checkpoint), data=cfg.data.name, fold=int(cfg.data.fold), seed=int(cfg.seed),
-                       variant=cfg.model.variant)
+        metrics.update(checkpoint=str(checkpoint), experiment=meta.get("experiment"), model=meta.get("model"),
+                       img_size=int(meta["model_cfg"]["img_size"]), data=cfg.data.name, fold=int(cfg.data.fold),
+                       seed=int(cfg.seed), variant=cfg.model.variant)
         if ctx.is_main:
-            metrics["flops"] = view_flops(model, cfg, metrics["views"]["total"])
             write_json_atomic(run_dir / "metrics.json", metrics)
             write_predictions(run_dir / "predictions.csv", clip_ids(dataset, indices),
                               np.asarray(dataset.labels)[indices], probs)
     return metrics
 
 
-def view_flops(model: nn.Module, cfg: DictConfig, views: int) -> dict:
-    """fvcore FLOPs of what was run: one inference view as evaluated, and a whole clip (all its views)."""
-    from adatosk.flops import model_flops
-
-    counted = model_flops(copy.deepcopy(model).cpu(), int(cfg.data.num_frames), int(cfg.data.img_size))  # a copy:
-    # counting runs a train-mode forward, which would update BatchNorm statistics
-    return {"per_view": counted["flops_inference"], "per_clip": counted["flops_inference"] * views,
-            "params_inference": counted["params_inference"]}
+def check_clip_size(meta: dict, checkpoint: Path, cfg: DictConfig) -> None:
+    """Refuse to score a checkpoint on clips of another size than it was trained on (a run of another experiment,
+    e.g. the paper's 16 x 160 x 160 model read with the demo's 64 px clips)."""
+    trained = {key: meta["model_cfg"].get(key) for key in ("img_size", "num_frames")}
+    read = {key: cfg.data.get(key) for key in trained}
+    if trained != read:
+        raise AdatoskError(f"the model was trained on clips of {trained} (experiment {meta.get('experiment')}), the "
+                           f"config reads {read} (experiment {cfg.get('experiment')}): evaluate with the run's "
+                           "experiment (e.g. experiment=paper)", checkpoint)
 
 
 def clip_ids(dataset: Dataset, indices: np.ndarray) -> list[str]:

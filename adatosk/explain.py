@@ -409,7 +409,7 @@ def main(args: argparse.Namespace) -> int:
         checkpoint = checkpoint or str(Path(cfg.run_dir) / "checkpoint" / "last")
     device = resolve_device(args.device if cfg is None or args.device != "auto" else cfg.device)
     try:
-        model, meta = load_model(checkpoint, device=device)
+        model, meta = load_model(checkpoint, device=device, class_names=None if cfg is None else cfg.data.class_names)
     except (FileNotFoundError, ValueError, KeyError) as error:
         return fail(f"cannot load checkpoint {checkpoint}: {error}")
     if not isinstance(model, AdaTosk):

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from adatosk.config import load_config, to_container
+from adatosk.io import TEMPORARY_NAME, remove_stale_temporaries
 from adatosk.models import create_model_from_config
-from adatosk.models.checkpoint import load_model, save_model
+from adatosk.models.checkpoint import CheckpointError, load_model, save_model
 from adatosk.models.masking import tube_mask
 
 CLASSES = ["happy", "sad", "neutral"]
@@ -98,3 +105,68 @@ def test_weights_of_another_model_are_reported_by_name(saved):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=f"{saved / 'model.safetensors'}: does not fit the model"):
         load_model(saved)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda names: names[:2], r"class_names must be 3 distinct class names, one per output of the model"),
+    (lambda names: names + ["fear"], r"class_names must be 3 distinct class names"),
+    (lambda names: [names[0]] * 3, r"class_names must be 3 distinct class names"),
+])
+def test_class_names_that_do_not_fit_the_model_are_refused_by_name(saved, edit, message):
+    meta_path = saved / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["class_names"] = edit(meta["class_names"])
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"{meta_path}: {message}"):
+        load_model(saved)
+
+
+def test_class_names_in_another_order_than_the_datas_are_refused(saved):
+    meta_path = saved / "model.json"
+    assert load_model(saved, class_names=CLASSES)[1]["class_names"] == CLASSES
+    with pytest.raises(CheckpointError, match=rf"{meta_path}: class_names \['happy', 'sad', 'neutral'\] differ from "
+                                              r"the data's \['neutral', 'sad', 'happy'\]"):
+        load_model(saved, class_names=CLASSES[::-1])
+
+
+# save_model in a child process whose files may grow to 64 KiB (the weights need more): with SIGXFSZ at the kernel's
+# default the child is killed in the middle of writing the weights, as by kill -9; ignored, the write fails (EFBIG)
+# as on a full disk.
+SAVE_UNDER_A_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from adatosk.models import create_model_from_config
+from adatosk.models.checkpoint import save_model
+from test_checkpoint import CLASSES, model_cfg
+cfg = model_cfg("videomae")
+model = create_model_from_config(cfg, num_classes=3)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN if sys.argv[2] == "full" else signal.SIG_DFL)  # Python ignores it
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
+save_model(sys.argv[1], model, cfg, 3, CLASSES)
+"""
+
+
+def save_in_child(directory, how: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
+    return subprocess.run([sys.executable, "-c", SAVE_UNDER_A_FILE_SIZE_LIMIT, str(directory), how],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.slow
+def test_weights_killed_mid_write_leave_a_temporary_that_is_removed_and_dvcignored(tmp_path):
+    directory = tmp_path / "checkpoint" / "last"
+    result = save_in_child(directory, "killed")
+    assert result.returncode == -signal.SIGXFSZ, result.stderr
+    left = [p.name for p in directory.iterdir()]
+    assert len(left) == 1 and TEMPORARY_NAME.fullmatch(left[0]), left  # named as every atomic write's temporary
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == left  # so the next run removes it
+    assert not any(directory.iterdir())
+
+
+@pytest.mark.slow
+def test_weights_on_a_full_disk_name_the_file_and_leave_nothing(tmp_path):
+    directory = tmp_path / "checkpoint" / "last"
+    result = save_in_child(directory, "full")
+    assert result.returncode == 1
+    assert f"OSError: [Errno {errno.EFBIG}] File too large: '{directory / 'model.safetensors'}'" in result.stderr
+    assert not any(directory.iterdir())

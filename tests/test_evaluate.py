@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from adatosk.evaluate import view_masks
 from adatosk.train import engine
 
 METRICS_KEYS = {"unit", "uar", "war", "per_class_recall", "confusion_matrix", "class_names", "n_clips", "views",
-                "eval_mask_ratio", "all_tokens", "data", "fold", "seed", "variant"}
+                "eval_mask_ratio", "all_tokens", "data", "fold", "seed", "variant", "experiment", "model", "img_size"}
 
 
 def test_evaluate_writes_the_metrics_contract_and_is_reproducible(trained):
@@ -31,6 +32,7 @@ def test_evaluate_writes_the_metrics_contract_and_is_reproducible(trained):
     assert first["n_clips"] == 7                                     # fold 1's test split
     assert first["views"] == {"temporal": 2, "mask": 2, "total": 4}
     assert (first["unit"], first["seed"], first["eval_mask_ratio"]) == ("percent", cfg.seed, cfg.model.eval_mask_ratio)
+    assert (first["experiment"], first["model"], first["img_size"]) == ("demo", "adatosk_vit_tiny_patch16_64", 64)
     cm = first["confusion_matrix"]
     assert len(cm) == 7 and sum(map(sum, cm)) == 7
     rows = list(csv.DictReader(predictions.splitlines()))
@@ -98,3 +100,11 @@ def test_evaluate_without_a_checkpoint_says_what_to_do(trained, tmp_path, capsys
     err = capsys.readouterr().err
     assert f"no checkpoint at {tmp_path}/demo/adatosk_dagger/fold1/seed0/checkpoint/last" in err
     assert "train first (adatosk train)" in err and "Traceback" not in err
+
+
+def test_evaluate_does_not_import_fvcore(trained, monkeypatch):
+    """fvcore.nn scripts a function with the deprecated torch.jit.script when imported (a FutureWarning on every
+    evaluate): evaluate runs without it; FLOPs are the `flops` stage's (flops.json)."""
+    for module in ("fvcore", "fvcore.nn", "adatosk.flops"):
+        monkeypatch.setitem(sys.modules, module, None)  # importing it now raises ImportError
+    assert cli_main(["evaluate", *trained, "evaluate.temporal_views=1", "evaluate.mask_views=1"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_train import demo_overrides
 
 from adatosk.cli import main as cli_main
 from adatosk.config import load_config, params_dir, to_container
@@ -23,7 +25,6 @@ from adatosk.data.manifest import read_manifest
 from adatosk.data.video import read_frames_dir
 from adatosk.errors import AdatoskError, ConfigError
 from adatosk.io import locked_directory
-from test_train import demo_overrides
 
 TRAIN = ["--max-steps", "1"]
 
@@ -167,26 +168,29 @@ def test_a_run_directory_is_locked_while_trained_and_a_killed_holder_leaves_no_l
 # --- training state: safe loading, corruption named -----------------------------------------------------------------
 
 class _RunsCode:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
+    def __init__(self, marker: Path, call: str) -> None:
+        self.marker, self.call = marker, call
 
     def __reduce__(self):
+        if self.call == "os.system":
+            return (os.system, (f"echo pwned > {self.marker}",))
         return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
 
 
-def test_a_crafted_train_state_is_refused_without_running_its_code(run_copy, capsys, tmp_path):
+@pytest.mark.parametrize("call, named", [("exec", "exec"), ("os.system", f"{os.system.__module__}.system")])
+def test_a_crafted_train_state_is_refused_without_running_its_code(run_copy, capsys, tmp_path, call, named):
     overrides, run = run_copy
     marker = tmp_path / "pwned"
     state = torch.load(run / "train_state.pt", weights_only=True)
-    torch.save({**state, "history": _RunsCode(marker)}, run / "train_state.pt")
+    torch.save({**state, "history": _RunsCode(marker, call)}, run / "train_state.pt")
     before = snapshot(run)
     code, err = run_cli(capsys, "train", *overrides, *TRAIN)
     assert code == 1
-    assert_one_line(err, "train", f"{run / 'train_state.pt'}: refused to load: it holds a call of exec, which no "
+    assert_one_line(err, "train", f"{run / 'train_state.pt'}: refused to load: it holds a call of {named}, which no "
                                   "training state holds")
     assert not marker.exists() and snapshot(run) == before
     torch.load(run / "train_state.pt", weights_only=False)  # what the old code did: the file does run code
-    assert marker.read_text() == "pwned"
+    assert marker.read_text().strip() == "pwned"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "not a state"])
@@ -328,3 +332,30 @@ def test_the_state_holds_plain_values_only(finished, demo):
     assert state["epoch"] == 1 and len(state["rng"]) == 1
     kind, keys, *_ = state["rng"][0]["numpy"]
     assert kind == "MT19937" and len(keys) == 624 and all(isinstance(k, int) for k in keys)
+
+
+# --- checkpoints that do not describe their model or data -------------------------------------------------------------
+
+def test_a_checkpoint_with_reordered_class_names_is_refused_by_evaluate(run_copy, capsys):
+    overrides, run = run_copy
+    meta_path = run / "checkpoint/last/model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["class_names"] = meta["class_names"][::-1]
+    meta_path.write_text(json.dumps(meta))
+    code, err = run_cli(capsys, "evaluate", *overrides)
+    assert code == 1
+    assert_one_line(err, "evaluate", f"{meta_path}: class_names ['fear', 'disgust', ")
+    assert "differ from the data's ['happy', 'sad', " in err
+    assert not (run / "metrics.json").exists()
+
+
+# --- the demo pipeline after a kill ---------------------------------------------------------------------------------
+
+def test_make_demo_reruns_the_jobs_a_killed_snakemake_left_incomplete():
+    """After kill -9 of snakemake its unfinished jobs' outputs are marked incomplete; without --rerun-incomplete the
+    next `make demo` stops with IncompleteFilesException."""
+    root = Path(__file__).parents[1]
+    plan = subprocess.run(["make", "-n", "-C", str(root), "demo"], capture_output=True, text=True, check=True).stdout
+    commands = [line for line in plan.replace("\\\n", " ").splitlines() if "bin/snakemake " in line]
+    runs = [line for line in commands if "--touch" not in line]  # make pull's `snakemake --touch` runs no job
+    assert runs and all("--rerun-incomplete" in line.split() for line in runs), plan

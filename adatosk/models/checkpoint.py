@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from adatosk.io import atomic_path, sha256_file, write_json_atomic
+from adatosk.errors import AdatoskError
+from adatosk.io import sha256_file, write_bytes_atomic, write_json_atomic
 from adatosk.models.registry import create_model_from_config
 
 FORMAT = "adatosk-model"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+
+
+class CheckpointError(AdatoskError, ValueError):
+    """A checkpoint's ``model.json`` does not describe its model or the data it is used on; ``path`` names it."""
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -39,8 +44,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def save_model(directory: str | os.PathLike[str], model: nn.Module, model_cfg: Mapping[str, Any] | DictConfig,
-               num_classes: int, class_names: list[str], extra: dict | None = None) -> Path:
-    """Write ``directory/model.safetensors`` and ``directory/model.json``; return the directory."""
+               num_classes: int, class_names: list[str], extra: dict | None = None,
+               experiment: str | None = None) -> Path:
+    """Write ``directory/model.safetensors`` and ``directory/model.json`` (``experiment``: the experiment that
+    trained it, e.g. ``demo`` for the demo's tiny model); return the directory."""
     model = unwrap_model(model)
     if getattr(model, "num_classes", num_classes) != num_classes or len(class_names) != num_classes:
         raise ValueError(f"num_classes={num_classes}, {len(class_names)} class names and a model with "
@@ -49,11 +56,12 @@ def save_model(directory: str | os.PathLike[str], model: nn.Module, model_cfg: M
     directory = Path(directory)
     weights = directory / WEIGHTS_FILE
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(weights) as tmp:
-        safetensors.torch.save_file(state, str(tmp))
+    # serialised in memory and written by write_bytes_atomic: safetensors' own file writer leaves its temporary
+    # (.tmpXXXXXX) behind when killed and names no file when the disk is full
+    write_bytes_atomic(weights, safetensors.torch.save(state))
     write_json_atomic(directory / META_FILE, {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model": f"{cfg.get('family')}_{cfg.get('arch')}",
-        "model_cfg": cfg, "num_classes": num_classes, "class_names": list(class_names),
+        "experiment": experiment, "model_cfg": cfg, "num_classes": num_classes, "class_names": list(class_names),
         "weights": WEIGHTS_FILE, "sha256": sha256_file(weights), "extra": extra or {},
     })
     return directory
@@ -76,14 +84,24 @@ def read_meta(directory_or_file: str | os.PathLike[str]) -> tuple[dict, Path]:
     missing = [k for k in ("model_cfg", "num_classes", "class_names", "weights", "sha256") if k not in meta]
     if missing:
         raise ValueError(f"{meta_path}: lacks the fields {missing}")
+    names, count = meta["class_names"], meta["num_classes"]
+    if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names) and len(set(names)) == len(names)
+            and names and len(names) == count):
+        raise CheckpointError(f"class_names must be {count} distinct class names, one per output of the model "
+                           f"(num_classes), not {names!r}", meta_path)
     return meta, directory
 
 
-def load_model(directory_or_file: str | os.PathLike[str],
-               device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_model(directory_or_file: str | os.PathLike[str], device: str | torch.device = "cpu",
+               class_names: Sequence[str] | None = None) -> tuple[nn.Module, dict]:
     """Rebuild the exact model from ``model.json``, load ``model.safetensors``; returns ``(model in eval mode,
-    meta)``. A corrupt, truncated or mismatched file raises with the file's path in the message."""
+    meta)``. A corrupt, truncated or mismatched file raises with the file's path in the message; so does a model
+    whose classes are not ``class_names`` in that order (the data it is used on), when given."""
     meta, directory = read_meta(directory_or_file)
+    if class_names is not None and list(meta["class_names"]) != list(class_names):
+        raise CheckpointError(f"class_names {meta['class_names']} differ from the data's {list(class_names)}: the "
+                              "model's outputs would be read as other classes (a checkpoint of other data, or an "
+                              f"edited {META_FILE})", directory / META_FILE)
     weights = directory / meta["weights"]
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: no such file (named by {directory / META_FILE})")

@@ -1,6 +1,6 @@
 """The ``adatosk train`` command: the training recipe of method.md, in one process or many under torchrun.
 
-Usage: ``adatosk train [--config params.yaml] [overrides...] [--resume | --restart] [--max-steps N]``.
+Usage: ``adatosk train [--config params.yaml] [overrides...] [--resume | --restart | --replace] [--max-steps N]``.
 Launch on several processes with ``torchrun --nproc_per_node P -m adatosk train ...``: ``train.batch_size`` is
 the global batch, split evenly over the ranks.
 
@@ -8,11 +8,17 @@ Resume: every finished epoch is checkpointed to ``run_dir/train_state.pt`` (mode
 scaler, epoch, every rank's RNG states, the log history; tensors and plain values only, read back with
 ``torch.load(weights_only=True)``, so a crafted file cannot run code). When that file exists, ``adatosk train``
 continues from it automatically (so a resubmitted SLURM job picks up where the last one stopped, and a finished
-run returns at once). A state of another run (other model/data/recipe, ``--max-steps`` or package source code)
-is not resumed: an unfinished one is replaced (training starts afresh with a warning naming what differs), but a
-finished run (``checkpoint/last``) of another config, or one without its state, is never overwritten without
-``--restart``; ``--resume`` insists on continuing. A fresh start first removes what an earlier run left in
-run_dir (state, logs, checkpoints, metrics).
+run returns at once) if it is the same run. A run's identity (:meth:`Trainer.identity`) is its config (model,
+data, recipe, seed, experiment, ``--max-steps``) and the content of its inputs: the manifest, the clips it reads
+(size and modification time of each packed clip, or of its frames or video) and the ``model.pretrained`` weights.
+The package's source code is recorded, not compared: a code edit alone never discards epochs (pass ``--restart``
+after a change that alters what is computed). A state whose inputs changed is not resumed: the run trains afresh
+from the new inputs. A state or finished run (``checkpoint/last``) of another config is refused unless
+``--restart`` (always start afresh) or ``--replace`` (replace a run of another config or inputs, resume this
+one's: for pipelines, which rerun training only when its params or inputs changed) says to replace it;
+``--resume`` insists on continuing. Whatever starts afresh leaves the earlier run in run_dir (state, logs,
+checkpoints, metrics) until the new run has trained its first epoch: it is removed then, just before the new
+state replaces the old one.
 
 Before anything in run_dir is touched, the config is validated (:func:`adatosk.config.load_config`) and every
 clip of the split is checked (:meth:`ClipDataset.validate`: a corrupt packed clip fails here, naming it, not in
@@ -52,19 +58,31 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
-from adatosk.progress import progress
 
 from adatosk.cli import add_config_arguments
 from adatosk.config import load_config, to_container
 from adatosk.data.dataset import ClipDataset
+from adatosk.data.facecrop import stamp
 from adatosk.data.manifest import read_manifest
 from adatosk.errors import AdatoskError, ConfigError, first_line
 from adatosk.evaluate import load_test_split, score
 from adatosk.io import atomic_path, locked_directory, remove_stale_temporaries, sha256_file, write_text_atomic
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import META_FILE, save_model
-from adatosk.train.distributed import (Amp, DistContext, all_gather_objects, all_reduce_sum, amp_settings, barrier,
-                                       cleanup, init_distributed, sync_buffers)
+from adatosk.models.pretrained import hf_weight_file, resolve_pretrained
+from adatosk.progress import progress
+from adatosk.train.distributed import (
+    Amp,
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    amp_settings,
+    barrier,
+    broadcast_object,
+    cleanup,
+    init_distributed,
+    sync_buffers,
+)
 from adatosk.train.mixup import VideoMixup
 from adatosk.train.optim import build_optimizer, build_scheduler, scaled_lr
 from adatosk.train.rng import capture_rng, derive_seed, restore_rng, seed_everything, seed_worker, torch_settings
@@ -84,7 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--resume", action="store_true",
                       help=f"continue from run_dir/{STATE_FILE}, which must exist (default: continue from it "
                            "when it exists, start afresh otherwise)")
-    mode.add_argument("--restart", action="store_true", help=f"ignore an existing {STATE_FILE} and start afresh")
+    mode.add_argument("--restart", action="store_true",
+                      help=f"ignore an existing {STATE_FILE} and start afresh; the earlier run is replaced once this "
+                           "one has trained its first epoch")
+    mode.add_argument("--replace", action="store_true",
+                      help="continue this run's state, but replace (once this run has trained its first epoch) a run "
+                           "of another config instead of refusing it: for pipelines, which rerun training only after "
+                           "its params or inputs changed")
     parser.add_argument("--max-steps", type=int, default=None, metavar="N",
                         help="train for at most N optimiser steps in total (smoke tests); the lr schedule and the "
                              "epoch count shrink to those N steps")
@@ -93,7 +117,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_config(args.overrides, args.config)
-    train(cfg, resume="require" if args.resume else "never" if args.restart else "auto", max_steps=args.max_steps)
+    if not args.config:
+        check_experiment(cfg, args.overrides)
+    mode = "require" if args.resume else "never" if args.restart else "replace" if args.replace else "auto"
+    train(cfg, resume=mode, max_steps=args.max_steps)
     return 0
 
 
@@ -163,10 +190,12 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.start_epoch = 0
+        self.run_identity = broadcast_object(self.identity() if ctx.is_main else None)  # one decision for all ranks
 
     # --- resume -----------------------------------------------------------------------------------------------
     def identity(self) -> dict:
-        """What must not change between a run and its resumption."""
+        """What a run is: ``config`` (what must not change between a run and its resumption), ``inputs`` (digests
+        of the files it is trained from) and ``code`` (the package's sources: recorded, not compared)."""
         cfg = to_container(self.cfg)
         for dotted in RESUMABLE_CHANGES:
             *parents, leaf = dotted.split(".")
@@ -174,13 +203,17 @@ class Trainer:
             for p in parents:
                 node = node.get(p, {})
             node.pop(leaf, None)
-        return {"model": cfg["model"], "train": cfg["train"], "data": cfg["data"], "seed": cfg["seed"],
-                "total_steps": self.total_steps, "code": code_fingerprint(),
-                "manifest": sha256_file(Path(self.cfg.data.manifest_dir) / "manifest.csv")}
+        splits = [s for s in (self.train_set, self.val_set) if isinstance(s, ClipDataset)]
+        return {"config": {"experiment": cfg.get("experiment"), "model": cfg["model"], "train": cfg["train"],
+                           "data": cfg["data"], "seed": cfg["seed"], "total_steps": self.total_steps},
+                "inputs": {"manifest": sha256_file(Path(self.cfg.data.manifest_dir) / "manifest.csv"),
+                           "clips": clips_digest(splits), "pretrained": pretrained_digest(self.cfg.model.pretrained)},
+                "code": code_fingerprint()}
 
     def load_state(self, resume: str) -> None:
-        """Restore the state in run_dir when it is this run's; refuse to overwrite a finished run of another config
-        (or one without its state) unless ``resume == "never"`` (``--restart``)."""
+        """Restore the state in run_dir when it is this run's (a state of other inputs is left for a fresh start to
+        replace); refuse a run of another config (or a finished one without its state) unless ``resume`` is
+        ``"never"`` (``--restart``) or ``"replace"`` (``--replace``)."""
         path = self.run_dir / STATE_FILE
         if resume == "never":
             return
@@ -188,22 +221,30 @@ class Trainer:
         if not path.exists():
             if resume == "require":
                 raise AdatoskError(f"--resume: there is no {STATE_FILE} to continue from", self.run_dir)
-            if finished:
+            if finished and resume != "replace":
                 raise AdatoskError(f"holds a finished run (checkpoint/last) without its {STATE_FILE}: pass --restart "
                                    "to train it again from scratch, or set output_root to train elsewhere",
                                    self.run_dir)
             return
         state = read_state(path)
-        changed = differences(state["identity"], self.identity())
-        if changed:
-            if resume == "require":
-                raise ConfigError(f"--resume: belongs to another run ({changed})", path)
-            if finished:
-                raise ConfigError(f"holds a finished run of another config ({changed}): pass --restart to overwrite "
-                                  "it, or set output_root to train elsewhere", self.run_dir)
+        old, new = state["identity"], self.run_identity
+        config = differences(old.get("config", {}), new["config"])
+        inputs = differences(old.get("inputs", {}), new["inputs"], opaque=True)
+        if resume == "require" and (config or inputs):
+            raise ConfigError(f"--resume: belongs to another run ({', '.join(filter(None, (config, inputs)))})", path)
+        if config and resume != "replace":
+            which = "a finished" if finished else "an unfinished"
+            raise ConfigError(f"holds {which} run of another config ({config}): pass --restart to replace it (it "
+                              "stays until the new run has trained its first epoch), or set output_root to train "
+                              "elsewhere", self.run_dir)
+        if config or inputs:
             if self.ctx.is_main:
-                log.warning("%s: an unfinished run of another config (%s); starting afresh", path, changed)
+                log.warning("%s: a run of %s; training afresh (the old run stays until this one has trained its "
+                            "first epoch)", path, f"another config ({config})" if config else f"other {inputs}")
             return
+        if old.get("code") != new["code"] and self.ctx.is_main:
+            log.info("%s was written by other package code: resuming (code is recorded, not part of a run's "
+                     "identity; pass --restart to retrain after a change that alters what is computed)", path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -226,14 +267,15 @@ class Trainer:
         if not self.ctx.is_main:
             return
         state = {
-            "epoch": epoch, "identity": self.identity(), "model": self.model.state_dict(),
+            "epoch": epoch, "identity": self.run_identity, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng, "threads": torch.get_num_threads(),
-            "data_order": {"sampler": "DistributedSampler", "seed": int(self.cfg.seed),
-                           "world_size": self.ctx.world_size, "next_epoch": epoch},
             "history": self.history, "best": self.best,
         }
         save_atomic(state, self.run_dir / STATE_FILE)
+
+    def write_config(self) -> None:
+        write_text_atomic(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
 
     # --- training ---------------------------------------------------------------------------------------------
     def fit(self, resume: str = "auto") -> list[dict]:
@@ -246,13 +288,9 @@ class Trainer:
 
     def _fit(self, resume: str) -> list[dict]:
         self.load_state(resume)
-        barrier()  # every rank has read the state before rank 0 may clear the run directory
-        if self.ctx.is_main:
-            if self.start_epoch == 0:
-                clear_run_dir(self.run_dir)
-            else:  # a resubmitted job's runner may have removed the logs with the job's other outputs
-                write_logs(self.run_dir, self.history)
-            write_text_atomic(self.run_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
+        if self.ctx.is_main and self.start_epoch > 0:  # a resubmitted job's runner may have removed the logs
+            write_logs(self.run_dir, self.history)
+            self.write_config()
         network = self.model
         if self.ctx.distributed:
             network = DistributedDataParallel(
@@ -265,6 +303,9 @@ class Trainer:
                                              or epoch + 1 == self.num_epochs):
                 row.update(self.validate())
             row["time"] = round(time.perf_counter() - start, 3)
+            if epoch == 0 and self.ctx.is_main:  # a fresh run's first epoch: what an earlier run left goes now
+                clear_run_dir(self.run_dir)
+                self.write_config()
             self.history.append(row)
             self.update_best(row)
             self.save_state(epoch + 1)
@@ -336,13 +377,46 @@ class Trainer:
     def save_checkpoint(self, name: str, row: dict) -> None:
         save_model(self.run_dir / "checkpoint" / name, self.model, to_container(self.cfg.model),
                    int(self.cfg.data.num_classes), list(self.cfg.data.class_names),
+                   experiment=self.cfg.get("experiment"),
                    extra={"epoch": row["epoch"], "data": self.cfg.data.name, "fold": int(self.cfg.data.fold),
                           "stride": int(self.cfg.data.sampling.stride), "log": row, "best": self.best})
 
 
+def clips_digest(splits: list[ClipDataset]) -> str:
+    """sha256 over every clip the splits read: its id and the size and modification time of its packed clip (or of
+    its frame files or video, when it has none). Cheap (no clip is read) and a rewritten clip changes it."""
+    digest = hashlib.sha256()
+    for split in splits:
+        for index, clip_id in enumerate(split.clip_ids):
+            cache = split.cache_path(index)
+            source = cache if cache.exists() else split.root / split.paths[index]
+            digest.update(f"{clip_id}\0{stamp(source)}\n".encode())
+    return digest.hexdigest()
+
+
+def pretrained_digest(pretrained: str | None) -> str | None:
+    """sha256 of the weights ``model.pretrained`` names (a ``.pth`` file, or a snapshot folder's weights and
+    config.json); None for random initialisation."""
+    path = resolve_pretrained(pretrained)
+    if path is None:
+        return None
+    files = [hf_weight_file(path), path / "config.json"] if path.is_dir() else [path]
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
+
+
+def check_experiment(cfg: DictConfig, overrides: list[str]) -> None:
+    """Refuse to train the default experiment's tiny demo model on another dataset unless ``experiment=demo`` was
+    given on purpose: its run directory is the one the dataset's paper-size run uses."""
+    chosen = any(o.split("=", 1)[0].lstrip("+~").split("@")[0] == "experiment" for o in overrides)
+    if cfg.get("experiment") == "demo" and cfg.data.name != "demo" and not chosen:
+        raise ConfigError(f"data={cfg.data.name} under the default experiment 'demo' would train the demo's tiny model "
+                          f"({cfg.model.arch} at {cfg.model.img_size} px) into {cfg.run_dir}, where the paper-size "
+                          "run of this dataset goes: add experiment=paper (the paper's ViT-B/16 at 160 px and recipe), "
+                          "or experiment=demo for a quick check on purpose (its results say experiment: demo)")
+
+
 def code_fingerprint() -> str:
-    """sha256 over the package's Python sources: a state saved by other code is not resumed (a pipeline that
-    re-runs training after a code change must retrain, not return the old run's finished state)."""
+    """sha256 over the package's Python sources: recorded in a run's state, to say which code wrote it."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for source in sorted(package.rglob("*.py")):
@@ -357,7 +431,7 @@ def read_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # weights_only refuses globals (code) and opcodes a state never has
-        called = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        called = re.search(r"\bGLOBAL\s+([\w.]+)", str(error))  # torch's wordings differ between versions
         if called:
             raise AdatoskError(f"refused to load: it holds a call of {called.group(1)}, which no training state "
                                f"holds (not written by adatosk train): {hint}", path) from None
@@ -372,8 +446,9 @@ def read_state(path: Path) -> dict:
     return state
 
 
-def differences(old: dict, new: dict, limit: int = 4) -> str:
-    """What differs between two run identities, e.g. ``model.mask_ratio: 0.5 -> 0.6, code``."""
+def differences(old: dict, new: dict, *, opaque: bool = False, limit: int = 4) -> str:
+    """What differs between two parts of run identities, e.g. ``model.mask_ratio: 0.5 -> 0.6``; with ``opaque``
+    (digests) only the keys, e.g. ``pretrained``."""
     def flat(node: object, prefix: str = "") -> dict:
         if isinstance(node, dict):
             return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
@@ -383,15 +458,15 @@ def differences(old: dict, new: dict, limit: int = 4) -> str:
     changed = []
     for key in sorted(before.keys() | after.keys()):
         if before.get(key, "<absent>") != after.get(key, "<absent>"):
-            opaque = key in ("code", "manifest")  # hashes: say what, not the digests
             changed.append(key if opaque else f"{key}: {before.get(key, '<absent>')} -> {after.get(key, '<absent>')}")
     more = f", and {len(changed) - limit} more" if len(changed) > limit else ""
     return ", ".join(changed[:limit]) + more
 
 
 def clear_run_dir(run_dir: Path) -> None:
-    """Remove what an earlier run left in ``run_dir``, so that no stale model or metrics outlive a fresh start."""
-    for name in (STATE_FILE, "log.jsonl", "log.csv", "metrics.json", "predictions.csv"):
+    """Remove what an earlier run left in ``run_dir`` but its state (which the new state replaces atomically), so
+    that no stale model or metrics outlive a fresh start."""
+    for name in ("log.jsonl", "log.csv", "metrics.json", "predictions.csv"):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
 
