@@ -81,3 +81,14 @@ def test_flops_runs_on_the_default_config(tmp_path, capsys):
     assert list(rows) == ["videomae", "adatosk_dagger"]
     assert 0 < rows["adatosk_dagger"]["gflops_inference"] < rows["videomae"]["gflops_inference"]
     assert "adatosk_dagger" in capsys.readouterr().out
+
+
+def test_tables_runs_on_the_default_config_before_any_run(tmp_path, capsys):
+    """No evaluated run yet: every table is written, its cells marked as not run."""
+    out = tmp_path / "tables"
+    assert main(["tables", "--runs", str(tmp_path / "runs"), "--efficiency", str(tmp_path / "efficiency"),
+                 "--out", str(out), "--metrics", str(tmp_path / "metrics.json")]) == 0
+    assert {"table1.md", "table2.md", "table3.md", "table4.md"} <= {p.name for p in out.iterdir()}
+    assert "not run" in (out / "table3.md").read_text()  # the paper's numbers beside no measured one
+    assert (tmp_path / "metrics.json").is_file()
+    assert f"wrote {len(list(out.iterdir()))} files to {out}" in capsys.readouterr().out
