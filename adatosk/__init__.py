@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -28,7 +29,7 @@ class _RegisterOnTimmImport(importlib.abc.MetaPathFinder):
         if name != "timm":
             return None
         sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        spec = importlib.util.find_spec(name)  # the other finders' spec (self has left sys.meta_path)
         if spec is None or spec.loader is None:
             return spec
         run_timm = spec.loader.exec_module
