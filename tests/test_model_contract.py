@@ -90,9 +90,14 @@ def test_adatosk_forward_features_runs_the_whole_encoder_with_the_pruning():
         hook.remove()
 
 
-@pytest.mark.parametrize("name,group,experiment", [("adatosk_vit_base_patch16_160", "adatosk_dagger", "paper"),
-                                                   ("adatosk_vit_tiny_patch16_64", "tiny", "demo"),
-                                                   ("videomae_vit_base_patch16_160", "videomae", "paper")])
+BASE_SIZE = pytest.mark.slow  # builds ViT-B twice: 3-8 s on 2 busy cores
+
+
+@pytest.mark.parametrize("name,group,experiment", [
+    pytest.param("adatosk_vit_base_patch16_160", "adatosk_dagger", "paper", marks=BASE_SIZE),
+    ("adatosk_vit_tiny_patch16_64", "tiny", "demo"),
+    pytest.param("videomae_vit_base_patch16_160", "videomae", "paper", marks=BASE_SIZE),
+])
 def test_registered_model_is_the_params_group(name, group, experiment):
     """timm.create_model(name) builds the model of params/model/<group>.yaml: same modules, same hyper-parameters,
     the same outputs from the same weights (training's drop_path_rate aside, timm's convention: 0 unless given).
