@@ -370,6 +370,7 @@ def test_fc_norm_pool_normalises_the_pooled_feature_whatever_the_gate_level():
     assert isinstance(micro(soft_mask="ca+cs", pool="mean").fc_norm, torch.nn.Identity)
 
 
+@pytest.mark.slow  # 12 AdamW steps of the tiny model: ~10-35 s on 2 cores
 @pytest.mark.parametrize("gate", ["cosine"])
 def test_ca_gate_stays_away_from_0_and_1_while_training_the_tiny_config(gate):
     """Real AdamW steps (the demo's lr) of the tiny config on a small batch: M_ca stays inside (0.01, 0.99)."""
@@ -419,6 +420,7 @@ def test_create_model_from_config_rejects_a_missing_pretrained_file(tmp_path):
         create_model_from_config(cfg.model, num_classes=7)
 
 
+@pytest.mark.slow  # ViT-B: ~6 s on 2 busy cores
 def test_vit_base_registered_and_one_clip_forward():
     model = timm.create_model("adatosk_vit_base_patch16_160", num_classes=7).eval()
     assert (model.num_slots, model.num_patches, model.soft_mask) == (8, 100, "ca+cs")
