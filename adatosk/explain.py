@@ -8,7 +8,7 @@ Positions hidden by the tube mask are shown grey. Each mask row is coloured (vir
 highest value of the row, printed beside it. A JSON next to the PNG holds the numbers: per-slot CA frame
 differences, the activated slots, the excluded tokens per slot, every token's values and the prediction.
 
-The model's intermediates come from its public methods (``forward_features``, ``temporal_soft_mask``) and forward
+The model's intermediates come from its public methods (``forward_features``, ``forward_head``) and forward
 hooks on its CA and CS modules; nothing in the model changes. Clips come from a video (the sliding window
 ``--window`` of ``adatosk predict``) or from the test split of the run config's fold (``--manifest-clip CLIP_ID``,
 ``--per-class N``: the test view ``--window`` of the clip as ``adatosk evaluate`` loads it, under its first seeded
@@ -87,13 +87,11 @@ def trace_soft_mask(model: nn.Module, clip: torch.Tensor, visible: torch.Tensor 
     if visible is None:
         visible = view_masks(model, torch.tensor([0]), 0, 0, device)
     visible = visible.to(device)
-    tokens = model.forward_features(clip.unsqueeze(0).to(device), visible)  # [1, T' * N_v, C]
-    probs = model.forward_head(tokens).float().softmax(dim=-1)[0]
-    z = model.soft_mask_input(tokens)  # [1, T', N_v, C], the tokens the soft mask scores (block exclude_at)
-
     captured: dict[str, tuple[tuple, Any]] = {}
     with soft_mask_hooks(model, lambda name, args, out: captured.__setitem__(name, (args, out))):
-        m_s, excluded = model.temporal_soft_mask(z)
+        features = model.forward_features(clip.unsqueeze(0).to(device), visible)
+    probs = model.forward_head(features).float().softmax(dim=-1)[0]
+    z, m_s, excluded = features.scored, features.soft_mask, features.excluded  # Z [1, T', N_v, C] (block exclude_at)
 
     def numpy(x: torch.Tensor | None) -> np.ndarray | None:
         return None if x is None else x[0].float().cpu().numpy()

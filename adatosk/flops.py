@@ -230,9 +230,9 @@ class ModelSpec:
     kwargs: dict[str, Any]
 
     def build(self, num_classes: int) -> nn.Module:
-        import timm
+        from adatosk.models.registry import create_model
 
-        return timm.create_model(self.timm_name, num_classes=num_classes, **self.kwargs)
+        return create_model(self.timm_name, num_classes, **self.kwargs)
 
     def clip_shape(self, model: nn.Module) -> tuple[int, int]:
         """(frames, size) of the clips the built ``model`` takes: T' tubes of ``tubelet_size`` frames, N = (H/16)^2."""

@@ -77,15 +77,6 @@ def uniform_soft_mask(model: nn.Module) -> Iterator[None]:
         yield
 
 
-def combined_mask(model: nn.Module, m_ca: torch.Tensor | None, m_cs: torch.Tensor | None,
-                  excluded: torch.Tensor | None) -> torch.Tensor:
-    """``M_s [B, T', N_v]`` (Eq. 12) as ``AdaTosk.temporal_soft_mask`` combines the masks its modules returned:
-    the one mask a single-mask variant has, else ``model.combine`` of both, 0 on excluded tokens."""
-    if m_ca is None or m_cs is None:
-        return m_ca if m_cs is None else m_cs
-    return combine_masks(m_ca, m_cs, excluded, model.combine)
-
-
 def view_spread(values: torch.Tensor, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per view, over its kept tokens: (std / mean, (sum M)^2 / (n sum M^2)), each ``[B]``, for ``values`` and the
     float ``kept`` mask ``[B, T', N_v]`` (std over tokens, not over views; 0 for an all-zero view)."""
@@ -150,7 +141,7 @@ class SoftMaskRecorder:
             _, (m_cs, excluded) = captured["cs"]  # [B, T', N_v], bool [B, T', N_v]
         else:  # CA only: nothing excluded
             excluded = torch.zeros_like(m_ca, dtype=torch.bool)
-        masks = {"m_ca": m_ca, "m_cs": m_cs, "m_s": combined_mask(self.model, m_ca, m_cs, excluded)}
+        masks = {"m_ca": m_ca, "m_cs": m_cs, "m_s": combine_masks(m_ca, m_cs, excluded, self.model.combine)}
         kept = (~excluded).double()  # [B, T', N_v]
         batch, _, n_visible = kept.shape
         self.sums["views"] += batch

@@ -158,16 +158,16 @@ def torchrun_epoch_check(device: torch.device, sizes: Sizes, workdir: Path) -> d
 
 def bench_check(device: torch.device, sizes: Sizes) -> dict[str, Any]:
     """``adatosk bench`` on ``device``: AdaTosk-dagger's throughput ratios to the baseline and the targets."""
-    from adatosk import bench
+    from adatosk.benchmarks import efficiency
     from adatosk.config import load_config
 
     parser = argparse.ArgumentParser()
-    bench.add_arguments(parser)
+    efficiency.add_arguments(parser)
     args = parser.parse_args(["--device", device.type, "--arch", sizes.arch, "--frames", str(sizes.frames),
                               "--batch", str(sizes.bench_batch),
                               "--warmup", "1", "--iters", str(sizes.bench_iters), "--variants", "adatosk_dagger",
                               "--no-reference"])
-    result = bench.run(args, load_config(args.overrides, args.config))
+    result = efficiency.run(args, load_config(args.overrides, args.config))
     rows = {row["name"]: row for row in result["rows"]}
     dagger = rows["adatosk_dagger"]
     ratios = {field: dagger.get(f"{field}_ratio") for field in ("infer_clips_per_s", "train_clips_per_s")}

@@ -25,11 +25,10 @@ from adatosk.train.distributed import amp_settings, init_distributed
 
 # the micro model of test_models: T' = 4 slots, N = 16 positions, half visible: N_v = 8; top_k = 2, r = 2
 SLOTS, N_VISIBLE, BATCH = 4, 8, 6
-MEASURED = dict(pool="fc_norm", ca_gate="cosine", cs_norm="slot")  # params/model/adatosk_dagger.yaml's choices
 
 
 def model_of(**kwargs) -> torch.nn.Module:
-    return micro(**{**MEASURED, **kwargs}).eval()
+    return micro(**kwargs).eval()  # the soft-mask switches at the model's (measured) defaults
 
 
 def visible_of(batch: int = BATCH, seed: int = 0) -> torch.Tensor:
@@ -48,8 +47,8 @@ def recorded(model: torch.nn.Module, x: torch.Tensor, visible: torch.Tensor,
 @torch.inference_mode()
 def model_masks(model: torch.nn.Module, x: torch.Tensor, visible: torch.Tensor) -> dict[str, torch.Tensor]:
     """The masks straight from the model's modules and ``temporal_soft_mask``, all ``[B, T', N_v]``."""
-    z = model.soft_mask_input(model.forward_features(x, visible))  # [B, T', N_v, C]
-    m_s, excluded = model.temporal_soft_mask(z)
+    features = model.forward_features(x, visible)
+    z, m_s, excluded = features.scored, features.soft_mask, features.excluded  # Z [B, T', N_v, C]
     masks = {"m_s": m_s, "kept": torch.ones_like(m_s) if excluded is None else (~excluded).float()}
     if model.ca is not None:
         masks["m_ca"] = model.ca(z)
@@ -106,7 +105,7 @@ def test_activated_shares_sum_to_k_and_skip_the_first_slot(top_k):
     assert sum(shares) == pytest.approx(min(top_k, SLOTS - 1), abs=1e-5)  # the summary rounds to 6 decimals
     assert shares[0] == 0.0 and all(0.0 <= s <= 1.0 for s in shares)
     with torch.inference_mode():
-        z = model.soft_mask_input(model.forward_features(x, visible))
+        z = model.forward_features(x, visible).scored
         activated = model.ca.activated_slots(z)                                # [B, K]
     for t, share in enumerate(shares):
         assert share == pytest.approx(float((activated == t).any(dim=1).double().mean()), abs=1e-6)
@@ -146,7 +145,7 @@ def test_uniform_soft_mask_pools_the_plain_mean_of_the_kept_tokens(pool):
         learned = model(x, visible=visible)
         with uniform_soft_mask(model):
             uniform = model(x, visible=visible)
-        z = model.soft_mask_input(model.forward_features(x, visible))          # [B, T', N_v, C]
+        z = model.forward_features(x, visible).scored                          # [B, T', N_v, C]
         kept = ~model.cs(z, model.head.channel_weights())[1]                     # [B, T', N_v]
         pooled = (z * kept[..., None]).sum(dim=(1, 2)) / kept.sum(dim=(1, 2))[:, None]
         expected = model.head(model.fc_norm(pooled))

@@ -158,7 +158,7 @@ def test_pretrain_checkpoint_gives_videomae_encoder_features_in_adatosk(tmp_path
     visible = tube_mask(2, model.num_patches, 0.5, generator=torch.Generator().manual_seed(0))
     masked = (~visible).repeat(1, model.num_slots)  # VideoMAE's convention: True = masked, over all T' x N
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_features(x, visible), reference_pretrain_encoder(x, sd, masked),
+        torch.testing.assert_close(model.forward_features(x, visible).tokens, reference_pretrain_encoder(x, sd, masked),
                                    atol=1e-4, rtol=1e-4)
 
 

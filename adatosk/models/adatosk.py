@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,8 +53,12 @@ class ClassifierHead(nn.Module):
             with torch.no_grad():
                 self.fc2.weight.mul_(self.init_scale)
 
+    def pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden features ``[B, hidden]`` the output layer reads."""
+        return self.act(self.norm(self.fc1(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.norm(self.fc1(x))))
+        return self.fc2(self.pre_logits(x))
 
     @torch.no_grad()
     def class_probs(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +74,22 @@ class ClassifierHead(nn.Module):
         return self.fc1.weight.detach().norm(dim=0)
 
 
+class AdaToskFeatures(NamedTuple):
+    """What :meth:`AdaTosk.forward_features` returns: the encoder's output and the soft mask that pools it."""
+
+    tokens: torch.Tensor                # [B, T' * N_v, C], every visible token after the encoder and its final norm;
+                                        # an excluded token as it left block exclude_at (the decoder needs them all)
+    soft_mask: torch.Tensor | None      # M_s [B, T', N_v] (Eq. 12), 0 on excluded tokens; None without a soft mask
+    excluded: torch.Tensor | None       # [B, T', N_v] bool, E_t; None without the CS mask
+    scored: torch.Tensor                # Z [B, T', N_v, C], the tokens the soft mask scored (after block exclude_at)
+
+
 class AdaTosk(nn.Module):
     """AdaTosk: ``soft_mask="none"`` is the paper's plain AdaTosk, ``"ca+cs"`` AdaTosk-dagger.
+
+    timm's contract: :meth:`forward_features` runs the whole encoder, soft mask and pruning included, and returns
+    :class:`AdaToskFeatures`; :meth:`forward_head` pools them under the soft mask and classifies; ``forward`` is the
+    two, plus the reconstruction branch and the losses when it gets a target:
 
     forward(x ``[B, 3, T, H, W]``, target=None, *, visible ``[B, N]`` bool = None):
     without a target -> logits ``[B, K]`` (classification branch only); with a target -> :class:`ModelOutput`
@@ -82,9 +102,10 @@ class AdaTosk(nn.Module):
     last block; the reconstruction decoder sees every visible token, the excluded ones as they left block ``k``.
     ``exclude_at = depth`` is the exclusion after the encoder (it saves nothing).
 
-    The keyword defaults are the literal reading of the paper (and of checkpoints saved before these options
-    existed); params/model/adatosk_dagger.yaml sets the measured ones (``pool="fc_norm"``, ``ca_gate="cosine"``,
-    ``cs_norm="slot"``, ``head_init_scale=0.01``).
+    The keyword defaults are AdaTosk-dagger as measured (docs/method.md): ``pool="fc_norm"``, ``ca_gate="cosine"``,
+    ``cs_norm="slot"``, ``head_init_scale=0.01`` and ``exclude_at=0``. The literal reading of the paper
+    (``pool="mean"``, ``ca_gate="dot"``, ``cs_norm="clip"``, ``head_init_scale=1``) is the config group
+    params/model/adatosk_literal.yaml.
     """
 
     def __init__(self, img_size: int = 160, patch_size: int = 16, num_frames: int = 16, tubelet_size: int = 2,
@@ -95,9 +116,9 @@ class AdaTosk(nn.Module):
                  lambda_rec: float = 1.0, lambda_cls: float = 0.1, norm_pix_loss: bool = True,
                  soft_mask: str = "ca+cs", combine: str = "product", diff: str = "l1", top_k: int = 4,
                  se_reduction: int = 4, scores: str = "both", r: int = 2, tau: float = 0.1,
-                 exclude_from: str = "previous", pool: str = "mean", soft_mask_dim: int | None = None,
-                 ca_gate: str = "dot", cs_norm: str = "clip", exclude_fraction: float | None = None,
-                 exclude_at: int | None = None, head_init_scale: float = 1.0) -> None:
+                 exclude_from: str = "previous", pool: str = "fc_norm", soft_mask_dim: int | None = None,
+                 ca_gate: str = "cosine", cs_norm: str = "slot", exclude_fraction: float | None = None,
+                 exclude_at: int | None = 0, head_init_scale: float = 0.01) -> None:
         super().__init__()
         for name, value, choices in (("soft_mask", soft_mask, SOFT_MASKS), ("combine", combine, COMBINES),
                                      ("pool", pool, POOLS)):
@@ -108,6 +129,7 @@ class AdaTosk(nn.Module):
             raise ValueError(f"exclude_at must be a block index in [0, depth={depth}] (or None: the end), "
                              f"got {exclude_at}")
         self.num_classes, self.num_features, self.embed_dim = num_classes, embed_dim, embed_dim
+        self.head_hidden_size = head_hidden_dim  # timm's name: the width of forward_head(x, pre_logits=True)
         self.mask_ratio = mask_ratio
         self.eval_mask_ratio = mask_ratio if eval_mask_ratio is None else eval_mask_ratio
         self.lambda_rec, self.lambda_cls = lambda_rec, lambda_cls
@@ -150,20 +172,29 @@ class AdaTosk(nn.Module):
         ratio = self.mask_ratio if self.training else self.eval_mask_ratio
         return tube_mask(batch_size, self.num_patches, ratio, generator=generator, device=device)
 
-    def forward_features(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens ``[B, T' * N_v, C]`` of the visible positions (drawn as in ``forward`` if None) after block
-        ``exclude_at``: the encoder's output (final norm included) when ``exclude_at = depth``, else the residual
-        stream that ``forward_head`` scores (:meth:`soft_mask_input`), prunes and carries through the rest."""
+    def forward_features(self, x: torch.Tensor, visible: torch.Tensor | None = None) -> AdaToskFeatures:
+        """The encoder on the visible positions (``visible [B, N]``, drawn as in ``forward`` if None): blocks
+        ``0..exclude_at-1`` on every visible token, the soft mask on their output (through the final norm), then
+        the remaining blocks and the final norm on the tokens it keeps."""
         if visible is None:
             visible = self.draw_visible(x.shape[0], x.device)
-        tokens = self.encoder.run_blocks(self.encoder.embed(x, visible), 0, self.exclude_at)
-        return self.encoder.norm(tokens) if self.exclude_at == len(self.encoder.blocks) else tokens
+        x = self.encoder.run_blocks(self.encoder.embed(x, visible), 0, self.exclude_at)  # [B, T' * N_v, C]
+        scored = self.encoder.norm(x)
+        z = scored.view(x.shape[0], self.num_slots, -1, x.shape[-1])  # Z [B, T', N_v, C]
+        m_s, excluded = self.temporal_soft_mask(z)
+        return AdaToskFeatures(self._finish_encoder(x, scored, excluded), m_s, excluded, z)
 
-    def soft_mask_input(self, features: torch.Tensor) -> torch.Tensor:
-        """``Z [B, T', N_v, C]``, the tokens the soft mask is computed from, of ``forward_features``'s output."""
-        if self.exclude_at < len(self.encoder.blocks):
-            features = self.encoder.norm(features)
-        return features.view(features.shape[0], self.num_slots, -1, features.shape[-1])
+    def _finish_encoder(self, x: torch.Tensor, scored: torch.Tensor, excluded: torch.Tensor | None) -> torch.Tensor:
+        """Blocks ``exclude_at..depth-1`` and the final norm on the tokens not ``excluded [B, T', N_v]`` of
+        ``x [B, T' * N_v, C]``, the residual stream after block ``exclude_at`` -> every visible token
+        ``[B, T' * N_v, C]``, the excluded ones from ``scored``, ``x`` through the final norm."""
+        if self.exclude_at == len(self.encoder.blocks):
+            return scored
+        if excluded is None:  # nothing to prune: every token through the remaining blocks
+            return self.encoder.norm(self.encoder.run_blocks(x, self.exclude_at))
+        index = kept_index(excluded)[..., None].expand(-1, -1, x.shape[-1])  # [B, L_kept, C]
+        kept = self.encoder.norm(self.encoder.run_blocks(x.gather(1, index), self.exclude_at))  # [B, L_kept, C]
+        return scored.scatter(1, index, kept)
 
     def temporal_soft_mask(self, z: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Eq. 12: ``(M_s [B, T', N_v], excluded [B, T', N_v] bool)`` for ``Z [B, T', N_v, C]``; ``(None, None)``
@@ -176,14 +207,13 @@ class AdaTosk(nn.Module):
             m_ca = self.ca(z, probs)
         if self.cs is not None:
             m_cs, excluded = self.cs(z, self.head.channel_weights())
-        if m_ca is None or m_cs is None:
-            return (m_ca if m_cs is None else m_cs), excluded
         return combine_masks(m_ca, m_cs, excluded, self.combine), excluded
 
     def pool(self, z: torch.Tensor, m_s: torch.Tensor | None, excluded: torch.Tensor | None) -> torch.Tensor:
-        """``pool(M_s * Z) [B, C]``: ``pool="mean"`` averages ``M_s * Z`` over the tokens that are not excluded
-        (Eq. 13 read literally); ``"weighted"`` divides by ``sum M_s`` instead (a weighted mean); ``"fc_norm"``
-        is ``"mean"`` followed by a LayerNorm (applied by the caller), which removes the overall gate level."""
+        """``pool(M_s * Z) [B, C]`` of the tokens ``z [B, T', N_v, C]``: ``pool="mean"`` averages ``M_s * Z`` over
+        the tokens that are not excluded (Eq. 13 read literally); ``"weighted"`` divides by ``sum M_s`` instead (a
+        weighted mean); ``"fc_norm"`` is ``"mean"`` followed by a LayerNorm (applied by the caller), which removes
+        the overall gate level. Excluded tokens weigh ``M_s = 0``."""
         if m_s is None:
             return z.mean(dim=(1, 2))
         summed = torch.einsum("btnc,btn->bc", z, m_s.to(z.dtype))
@@ -192,48 +222,32 @@ class AdaTosk(nn.Module):
         kept = z.shape[1] * z.shape[2] if excluded is None else (~excluded).sum(dim=(1, 2))[:, None]
         return summed / kept
 
-    def _classify(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """``forward_features``'s output -> ``(pooled [B, C] before fc_norm, M_s [B, T', N_v] or None, every
-        visible token after the encoder [B, T' * N_v, C])``; excluded tokens as they left block ``exclude_at``."""
-        z = self.soft_mask_input(features)  # [B, T', N_v, C]
-        m_s, excluded = self.temporal_soft_mask(z)
-        if self.exclude_at == len(self.encoder.blocks):
-            return self.pool(z, m_s, excluded), m_s, features
-        if excluded is None:  # nothing to prune: every token through the remaining blocks
-            tokens = self.encoder.norm(self.encoder.run_blocks(features, self.exclude_at))
-            return self.pool(tokens.view_as(z), m_s, excluded), m_s, tokens
-        kept = kept_index(excluded)  # [B, L_kept]
-        index = kept[..., None].expand(-1, -1, features.shape[-1])
-        pruned = self.encoder.run_blocks(features.gather(1, index), self.exclude_at)  # [B, L_kept, C]
-        pruned = self.encoder.norm(pruned)
-        tokens = z.flatten(1, 2).scatter(1, index, pruned)  # [B, T' * N_v, C]
-        pooled_input = torch.zeros_like(tokens).scatter(1, index, pruned).view_as(z)  # excluded tokens: 0
-        return self.pool(pooled_input, m_s, excluded), m_s, tokens
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``forward_features``'s tokens ``[B, T' * N_v, C]`` -> logits ``[B, K]`` (or the normalised pooled
-        features with ``pre_logits``)."""
-        features = self.fc_norm(self._classify(x)[0])
-        return features if pre_logits else self.head(features)
+    def forward_head(self, x: AdaToskFeatures, pre_logits: bool = False) -> torch.Tensor:
+        """``forward_features``'s output -> logits ``[B, K]``; with ``pre_logits`` the head's hidden features
+        ``[B, head_hidden_size]`` that its output layer (``get_classifier()``) reads."""
+        # [B, T', N_v, C]; after the encoder (exclude_at = depth) the scored tokens are its output, this very view
+        tokens = x.scored if self.exclude_at == len(self.encoder.blocks) else x.tokens.view_as(x.scored)
+        features = self.head.pre_logits(self.fc_norm(self.pool(tokens, x.soft_mask, x.excluded)))
+        return features if pre_logits else self.head.fc2(features)
 
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None, *,
                 visible: torch.Tensor | None = None) -> torch.Tensor | ModelOutput:
         if visible is None:
             visible = self.draw_visible(x.shape[0], x.device)
-        pooled, m_s, tokens = self._classify(self.forward_features(x, visible))  # tokens [B, T' * N_v, C]
-        logits = self.head(self.fc_norm(pooled))
+        features = self.forward_features(x, visible)
+        logits = self.forward_head(features)
         if target is None:
             return logits
         loss_cls = classification_loss(logits, target)
         if bool(visible.all()):  # nothing masked, nothing to reconstruct
             loss_rec = loss_cls.new_zeros(())
         else:
-            pred = self.decoder(tokens, visible)  # [B, T' * N_m, tubelet*p*p*3]
+            pred = self.decoder(features.tokens, visible)  # [B, T' * N_m, tubelet*p*p*3]
             patch = self.encoder.patch_embed
             target_pixels = masked_targets(x, visible, patch.tubelet_size, patch.patch_size, self.norm_pix_loss)
             loss_rec = reconstruction_loss(pred, target_pixels)
         loss = self.lambda_rec * loss_rec + self.lambda_cls * loss_cls
-        return ModelOutput(loss, loss_cls, loss_rec, logits, m_s, visible)
+        return ModelOutput(loss, loss_cls, loss_rec, logits, features.soft_mask, visible)
 
 
 def kept_index(excluded: torch.Tensor) -> torch.Tensor:

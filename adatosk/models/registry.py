@@ -1,8 +1,14 @@
 """timm registration of the four models and the config -> model factory.
 
 Registered names are ``f"{family}_{arch}"``; every ablation switch is a keyword argument of the model, named as
-the keys of ``cfg.model``. The pretrained configs carry no weights (nothing downloads): a VideoMAE / MAE-DFER
-``.pth`` comes in through ``pretrained_cfg_overlay=dict(file=PATH)``, a Hugging Face snapshot folder through
+the keys of ``cfg.model``. ``adatosk_vit_base_patch16_160`` is AdaTosk-dagger at the paper's size with the measured
+defaults (:class:`AdaTosk`'s keyword defaults, as params/model/adatosk_dagger.yaml); ``adatosk_vit_tiny_patch16_64``
+is the demo's model, params/model/tiny.yaml, with its token budget for 16 positions per slot (an explicit ``r``
+replaces its ``exclude_fraction``). ``timm.create_model`` drops keyword arguments that are None (None = the
+model's default): :func:`create_model` keeps them, e.g. ``exclude_at=None`` (the exclusion after the encoder).
+
+The pretrained configs carry no weights (nothing downloads): a VideoMAE / MAE-DFER ``.pth`` comes in through
+``pretrained_cfg_overlay=dict(file=PATH)``, a Hugging Face snapshot folder through
 :func:`adatosk.models.pretrained.load_hf_snapshot`.
 """
 
@@ -11,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import timm
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, generate_default_cfgs, load_state_dict, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, load_state_dict, model_entrypoint, register_model
 from torch import nn
 
 from adatosk.errors import AdatoskError
@@ -25,6 +30,9 @@ BASE = dict(img_size=160, patch_size=16, embed_dim=768, depth=12, num_heads=12)
 TINY = dict(img_size=64, patch_size=16, embed_dim=192, depth=4, num_heads=3)
 ADATOSK_BASE = dict(BASE, decoder_dim=512, decoder_depth=1, decoder_num_heads=16, head_hidden_dim=3072)
 ADATOSK_TINY = dict(TINY, decoder_dim=128, decoder_depth=1, decoder_num_heads=4, head_hidden_dim=768)
+# the demo's token budget at 16 positions per slot (params/model/tiny.yaml): half visible, the paper's r=2 of N_v=30
+# as a fraction of N_v, excluded after the encoder
+DEMO_BUDGET = dict(mask_ratio=0.5, exclude_fraction=0.0667, exclude_at=None)
 
 # keys of cfg.model that name the model rather than configure it
 _NAMING_KEYS = ("variant", "family", "arch", "pretrained")
@@ -64,12 +72,21 @@ def videomae_vit_base_patch16_160(pretrained: bool = False, **kwargs: Any) -> Vi
 
 @register_model
 def adatosk_vit_tiny_patch16_64(pretrained: bool = False, **kwargs: Any) -> AdaTosk:
-    return _create(AdaTosk, "adatosk_vit_tiny_patch16_64", pretrained, ADATOSK_TINY, **kwargs)
+    # exclude_fraction wins over r: an explicit r replaces the demo's fraction
+    budget = {k: v for k, v in DEMO_BUDGET.items() if k != "exclude_fraction" or "r" not in kwargs}
+    return _create(AdaTosk, "adatosk_vit_tiny_patch16_64", pretrained, dict(ADATOSK_TINY, **budget), **kwargs)
 
 
 @register_model
 def videomae_vit_tiny_patch16_64(pretrained: bool = False, **kwargs: Any) -> VideoMAEClassifier:
     return _create(VideoMAEClassifier, "videomae_vit_tiny_patch16_64", pretrained, TINY, **kwargs)
+
+
+def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """The registered model ``name`` with ``kwargs`` as given, None included: ``timm.create_model`` drops a None
+    keyword (its convention: None = the model's default), where here ``exclude_at=None`` is the exclusion after the
+    encoder and ``exclude_fraction=None`` counts ``r`` per transition whatever the registered default."""
+    return model_entrypoint(name)(pretrained=False, num_classes=num_classes, **kwargs)
 
 
 def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
@@ -85,7 +102,7 @@ def create_model_from_config(model_cfg: Mapping[str, Any], num_classes: int) -> 
     name = f"{cfg['family']}_{cfg['arch']}"
     kwargs = {k: v for k, v in cfg.items() if k not in _NAMING_KEYS}
     source = resolve_pretrained(cfg.get("pretrained"))
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    model = create_model(name, num_classes, **kwargs)
     if source is None:
         return model
     try:  # timm's reader for a file (.pth, .safetensors; as pretrained_cfg_overlay=dict(file=...) would)

@@ -189,10 +189,12 @@ def accumulate_redundancy(sim: torch.Tensor, r: int | Sequence[int] = 2, tau: fl
     return torch.stack(scores, dim=1), torch.stack(exclusions, dim=1)
 
 
-def combine_masks(m_ca: torch.Tensor, m_cs: torch.Tensor, excluded: torch.Tensor,
-                  combine: str = "product") -> torch.Tensor:
+def combine_masks(m_ca: torch.Tensor | None, m_cs: torch.Tensor | None, excluded: torch.Tensor | None,
+                  combine: str = "product") -> torch.Tensor | None:
     """Eq. 12: ``M_s [B, T', N_v]`` of ``M_ca`` and ``M_cs`` (``combine``: their product or their mean), 0 on the
-    ``excluded`` tokens."""
+    ``excluded`` tokens. A single-mask variant's ``M_s`` is its one mask (None without either)."""
+    if m_ca is None or m_cs is None:
+        return m_ca if m_cs is None else m_cs
     m_s = m_ca * m_cs if combine == "product" else 0.5 * (m_ca + m_cs)
     return m_s.masked_fill(excluded, 0.0)
 

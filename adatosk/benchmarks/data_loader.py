@@ -3,7 +3,7 @@
 Rows: (a) training clips from the packed uint8 cache with the training augmentation, (b) training clips decoded
 from JPEG frame folders (or videos) with the same augmentation, (c) test clips (all temporal views) from the
 cache, and (d) for reference, MAE-DFER-style loading: PIL decode and resize of each frame, timm's RandAugment per
-PIL frame, then crop, flip and normalise on tensors.
+PIL frame (when the config's augmentation has RandAugment), then crop, flip and normalise on tensors.
 
 Per worker = one process with one torch and one OpenCV thread, as in a DataLoader worker; the rate is given per
 wall-clock second and per CPU second of that process (the two agree on an idle machine; on a shared one the CPU
@@ -75,15 +75,21 @@ def synthetic_dataset(directory: Path, data_cfg: dict[str, Any], n_clips: int, n
     return pd.DataFrame(rows)
 
 
+def reference_name(dataset: ClipDataset) -> str:
+    """The row name of :func:`mae_dfer_reference` for ``dataset``'s augmentation."""
+    return f"(d) reference: PIL{' + timm RandAugment' if dataset.augment.rand_augment else ''} per frame"
+
+
 def mae_dfer_reference(dataset: ClipDataset) -> Callable[[int], torch.Tensor]:
-    """MAE-DFER-style loading of sample i from its JPEG folder: PIL per frame, timm RandAugment per frame."""
+    """MAE-DFER-style loading of sample i from its JPEG folder: PIL per frame, and timm's RandAugment per frame
+    where the dataset's augmentation has one (the same policy string)."""
     from PIL import Image
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from timm.data.auto_augment import rand_augment_transform
     from torchvision.transforms import functional as TF
 
-    augment = dataset.augment
-    rand_augment = rand_augment_transform(augment.rand_augment.config_str, {})
+    policy = dataset.augment.rand_augment
+    rand_augment = rand_augment_transform(policy.config_str, {}) if policy else (lambda image: image)
 
     def load(i: int) -> torch.Tensor:
         files = frame_files(dataset.root / dataset.paths[i])
@@ -159,7 +165,7 @@ def main(args: argparse.Namespace) -> int:
         rows["(b) frames + train augmentation"] = time_rate(lambda i: from_frames[i], n_items, args.clips)
         rows[f"(c) cache, test ({test.temporal_views} views)"] = time_rate(lambda i: test[i], n_items, args.clips)
         if from_frames.paths and (from_frames.root / from_frames.paths[0]).is_dir():
-            rows["(d) reference: PIL + timm RandAugment per frame"] = time_rate(
+            rows[reference_name(from_frames)] = time_rate(
                 mae_dfer_reference(from_frames), n_items, max(args.clips // 4, 10))
         if args.workers > 0:
             total = time_loader(train, args.workers, args.clips)

@@ -1,0 +1,94 @@
+"""The ``adatosk`` command line: every command's help, what start-up imports, the commands that are cheap on the
+default config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from adatosk.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter that imports this checkout; its stdout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_help_lists_every_command_without_importing_torch():
+    out = child_python(
+        "import contextlib, io, sys\n"
+        "from adatosk.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as help_text:\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit as exit:\n"
+        "        code = exit.code\n"
+        "heavy = sorted(m for m in ('torch', 'timm', 'numpy', 'cv2', 'pandas') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+        "print(help_text.getvalue())\n")
+    status, rest = out.split("\n", 1)
+    assert status == "0 []"  # exit status 0, none of the heavy modules imported
+    for command in COMMANDS:
+        assert command in rest
+
+
+@pytest.mark.slow  # two interpreters import timm: ~15 s on 2 busy cores
+def test_import_adatosk_registers_the_models_when_timm_is_imported():
+    """Whichever comes first: ``import adatosk`` then ``import timm``, or the other way round."""
+    out = child_python(
+        "import sys\n"
+        "import adatosk\n"
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules\n"
+        "import timm\n"
+        "print(timm.list_models('adatosk_*') + timm.list_models('videomae_*'))\n"
+        "print(type(timm.create_model('adatosk_vit_tiny_patch16_64', num_classes=3)).__name__)\n")
+    assert out.splitlines() == [str(["adatosk_vit_base_patch16_160", "adatosk_vit_tiny_patch16_64",
+                                     "videomae_vit_base_patch16_160", "videomae_vit_tiny_patch16_64"]), "AdaTosk"]
+    out = child_python("import timm\nimport adatosk\nprint(timm.list_models('adatosk_*'))\n")
+    assert out.strip() == str(["adatosk_vit_base_patch16_160", "adatosk_vit_tiny_patch16_64"])
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([command, "--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: adatosk {command}") and COMMANDS[command][1] in " ".join(out.split())
+
+
+def test_no_command_prints_the_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # ~7 s on 2 busy cores
+def test_flops_runs_on_the_default_config(tmp_path, capsys):
+    """The default config (the demo): parameters and FLOPs of its tiny model against the baseline."""
+    out = tmp_path / "flops.json"
+    assert main(["flops", "--arch", "config", "--frames", "4", "--variants", "config", "--out", str(out)]) == 0
+    rows = {row["name"]: row for row in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["videomae", "adatosk_dagger"]
+    assert 0 < rows["adatosk_dagger"]["gflops_inference"] < rows["videomae"]["gflops_inference"]
+    assert "adatosk_dagger" in capsys.readouterr().out
+
+
+def test_tables_runs_on_the_default_config_before_any_run(tmp_path, capsys):
+    """No evaluated run yet: every table is written, its cells marked as not run."""
+    out = tmp_path / "tables"
+    assert main(["tables", "--runs", str(tmp_path / "runs"), "--efficiency", str(tmp_path / "efficiency"),
+                 "--out", str(out), "--metrics", str(tmp_path / "metrics.json")]) == 0
+    assert {"table1.md", "table2.md", "table3.md", "table4.md"} <= {p.name for p in out.iterdir()}
+    assert "not run" in (out / "table3.md").read_text()  # the paper's numbers beside no measured one
+    assert (tmp_path / "metrics.json").is_file()
+    assert f"wrote {len(list(out.iterdir()))} files to {out}" in capsys.readouterr().out
