@@ -100,7 +100,7 @@ def test_variants_resolve_to_registered_names_and_kwargs():
 def _build(name, **kwargs):
     import timm
 
-    import adatosk  # noqa: F401  (registers the models)
+    import adatosk.models  # noqa: F401  (registers the models)
 
     torch.manual_seed(0)
     return timm.create_model(name, num_classes=7, **kwargs)

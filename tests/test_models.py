@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-import adatosk  # noqa: F401  (registers the models)
+import adatosk.models  # noqa: F401  (registers the models)
 from adatosk.config import load_config
 from adatosk.errors import AdatoskError
 from adatosk.models import ModelOutput, create_model_from_config

@@ -17,7 +17,6 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import adatosk  # noqa: F401
 from adatosk.config import load_config
 from adatosk.models import create_model_from_config
 from adatosk.models.masking import tube_mask

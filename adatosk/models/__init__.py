@@ -1,6 +1,6 @@
 """Models: AdaTosk and the VideoMAE baseline, registered in timm on import (see ``registry``).
 
-``import adatosk`` (or this package) makes ``timm.create_model("adatosk_vit_base_patch16_160", num_classes=7)`` work.
+``import adatosk.models`` makes ``timm.create_model("adatosk_vit_base_patch16_160", num_classes=7)`` work.
 """
 
 from adatosk.models.adatosk import AdaTosk, AdaToskFeatures
