@@ -36,86 +36,28 @@ from typing import Any
 
 import numpy as np
 
+from adatosk import paper, stats
 from adatosk.grid import run_dir
 from adatosk.metrics import UNIT
 
 NOT_RUN = "not run"
+NO_TEST_CLIPS = "no test clips"
 QUOTED = "paper (quoted)"
 MEASURED = "ours (measured)"
-PAPER_DATASETS = ("dfew", "ferv39k", "mafw")
+VERSUS = "ours - paper"
 DATASET_TITLES = {"dfew": "DFEW", "ferv39k": "FERV39K", "mafw": "MAFW", "demo": "demo"}
+PAPER_EXPERIMENT = "paper"                # params/experiment/paper.yaml: the paper-size runs
+PAPER_ARCH = "vit_base_patch16_160"
 
-# The paper's Table 1 as printed: method, backbone, #params (M), FLOPs (G), then UAR, WAR on DFEW, FERV39K, MAFW
-# ("-": not reported). The last row is AdaTosk-dagger (its name was lost in the text extraction: "(Ours)").
-PAPER_TABLE1: tuple[tuple[str, ...], ...] = (
-    ("EC-STFL (MM'20)", "C3D / P3D", "78", "8", "45.35", "56.51", "-", "-", "-", "-"),
-    ("Former-DFER (MM'21)", "Transformer", "18", "9", "53.69", "65.70", "37.20", "46.85", "31.16", "43.27"),
-    ("T-ESFL (MM'22)", "Transformer", "-", "-", "-", "-", "-", "-", "33.28", "48.18"),
-    ("Freq-HD (MM'23)", "VGG13-LSTM", "-", "9", "-", "-", "32.79", "44.54", "-", "-"),
-    ("M3DFEL (CVPR'23)", "ResNet-18-3D", "-", "2", "56.10", "69.25", "35.94", "47.67", "-", "-"),
-    ("IAL (AAAI'23)", "ResNet-18", "19", "10", "55.71", "69.24", "35.82", "48.54", "-", "-"),
-    ("DFER-CLIP (BMVC'23)", "CLIP-ViT-B/32", "90", "-", "59.61", "71.25", "41.27", "51.65", "39.89", "52.55"),
-    ("CLIPER (ICME'24)", "CLIP-ViT-B/16", "88", "-", "57.56", "70.84", "41.23", "51.34", "-", "-"),
-    ("EmoCLIP (FG'24)", "CLIP-ViT-B/32", "-", "-", "58.04", "62.12", "31.41", "36.18", "34.24", "41.46"),
-    ("A3lign-DFER (ArXiv'24)", "CLIP-ViT-L/14", "-", "-", "64.09", "74.20", "41.87", "51.77", "42.07", "53.24"),
-    ("VideoMAE (NeurIPS'22)", "ViT-B/16", "86", "82", "63.60", "74.60", "-", "-", "42.87", "53.51"),
-    ("MAE-DFER (MM'23)", "ViT-B/16", "85", "50", "62.59", "74.88", "43.12", "52.07", "41.62", "54.31"),
-    ("SVFAP (TAC'24)", "ViT-B/16", "78", "44", "62.63", "74.81", "42.14", "52.29", "41.19", "54.28"),
-    ("HICMAE (Fusion'24)", "ViT-B/16", "81", "46", "63.76", "75.01", "-", "-", "42.65", "56.17"),
-    ("MMA-DFER (CVPRW'24)", "ViT-B/16", "-", "-", "67.01", "77.51", "-", "-", "44.11", "58.52"),
-    ("AdaTosk (Ours)", "ViT-B/16", "74", "44", "64.93", "75.95", "44.34", "54.24", "42.26", "56.81"),
-    ("AdaTosk† (Ours)", "ViT-B/16", "72", "40", "66.76", "77.54", "46.28", "56.52", "44.15", "57.92"),
-)
-# Our Table 1 rows: variant -> label.
+# Our Table 1 rows: variant -> label; the paired comparisons of Table 1 (first minus second).
 TABLE1_VARIANTS = {"videomae": "VideoMAE", "adatosk": "AdaTosk", "adatosk_dagger": "AdaTosk†"}
-
-# Table 2 (DFEW): hard mask ratio -> quoted WAR and GFLOPs for r = 0, 2, 4, 6.
-EXCLUSIONS = (0, 2, 4, 6)
-PAPER_TABLE2: dict[float, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    0.25: (("76.74", "76.68", "76.57", "76.08"), ("136.15", "118.54", "99.75", "68.79")),
-    0.5: (("77.06", "77.02", "76.97", "76.45"), ("84.32", "72.24", "60.05", "42.13")),
-    0.7: (("77.63", "77.54", "-", "-"), ("57.73", "40.12", "-", "-")),
-}
-
-
-@dataclass(frozen=True)
-class AblationRow:
-    label: str
-    variant: str
-    expect: Mapping[str, Any]          # model keys the row stands for (checked against the run's config)
-    paper: tuple[str, str]             # quoted UAR, WAR
-
-
-# Table 3 (DFEW). Rows 3-6 lost their score names in the text; the text orders them "redundant score or semantic
-# score", so rows 3 and 5 are taken as redundancy, rows 4 and 6 as semantic.
-TABLE3 = (
-    AblationRow("CA", "adatosk_ca", {"soft_mask": "ca"}, ("65.55", "76.64")),
-    AblationRow("CS (redundancy + semantic)", "adatosk_cs", {"soft_mask": "cs", "scores": "both"}, ("66.03", "77.11")),
-    AblationRow("CS (redundancy)", "adatosk_cs_redundancy", {"soft_mask": "cs", "scores": "redundancy"},
-                ("65.78", "76.67")),
-    AblationRow("CS (semantic)", "adatosk_cs_semantic", {"soft_mask": "cs", "scores": "semantic"}, ("65.95", "76.93")),
-    AblationRow("CA + CS (redundancy)", "adatosk_ca_cs_redundancy", {"soft_mask": "ca+cs", "scores": "redundancy"},
-                ("66.41", "77.07")),
-    AblationRow("CA + CS (semantic)", "adatosk_ca_cs_semantic", {"soft_mask": "ca+cs", "scores": "semantic"},
-                ("66.62", "77.31")),
-    AblationRow("CA + CS (redundancy + semantic)", "adatosk_dagger", {"soft_mask": "ca+cs", "scores": "both"},
-                ("66.76", "77.54")),
-)
-TABLE4 = (
-    AblationRow("classification", "adatosk_dagger_diff_classification", {"diff": "classification"},
-                ("61.86", "72.67")),
-    AblationRow("cosine", "adatosk_dagger_diff_cosine", {"diff": "cosine"}, ("62.77", "73.52")),
-    AblationRow("L2", "adatosk_dagger_diff_l2", {"diff": "l2"}, ("64.83", "75.68")),
-    AblationRow("L1", "adatosk_dagger", {"diff": "l1"}, ("66.76", "77.54")),
-)
-
-
-PAPER_SETTING = (0.7, 2)  # AdaTosk-dagger's (hard mask ratio, r) in the paper
+TABLE1_PAIRS = (("adatosk_dagger", "adatosk"), ("adatosk_dagger", "videomae"), ("adatosk", "videomae"))
+ABLATION_BASE = "adatosk_dagger"          # every ablation row is compared with it
 
 
 def table2_variant(mask_ratio: float, r: int) -> str:
     """The grid's variant of a Table 2 cell; the paper's setting (70%, r=2) is AdaTosk-dagger itself."""
-    return "adatosk_dagger" if (mask_ratio, r) == PAPER_SETTING else f"adatosk_dagger_m{round(mask_ratio * 100)}_r{r}"
+    return "adatosk_dagger" if (mask_ratio, r) == paper.SETTING else f"adatosk_dagger_m{round(mask_ratio * 100)}_r{r}"
 
 
 @dataclass
@@ -187,25 +129,70 @@ class Cell:
     metrics: tuple[dict[str, Any], ...]
     expected: int
 
+    def by_run(self, key: str, all_tokens: bool = False) -> dict[tuple[int, int], float]:
+        """(fold, seed) -> ``key`` (uar, war) of the run, in percent; with ``all_tokens`` its every-token
+        evaluation."""
+        scores = {(m["fold"], m["seed"]): m.get("all_tokens") if all_tokens else m for m in self.metrics}
+        return {run: float(m[key]) for run, m in scores.items() if m is not None}
+
     def values(self, key: str, all_tokens: bool = False) -> list[float]:
-        """``key`` (uar, war) of every run, in percent; with ``all_tokens`` the runs' every-token evaluation."""
-        scores = [m.get("all_tokens") for m in self.metrics] if all_tokens else self.metrics
-        return [float(m[key]) for m in scores if m is not None]
+        return list(self.by_run(key, all_tokens).values())
 
     def text(self, key: str, all_tokens: bool = False) -> str:
         return summary_text(self.values(key, all_tokens), self.expected)
 
+    def not_paper_size(self, model: Mapping[str, Any] | None) -> str | None:
+        """Why the runs are not the paper's experiment (metrics.json ``experiment``, the variant's arch), or None."""
+        experiments = {m.get("experiment") for m in self.metrics}
+        reasons = []
+        if None in experiments:
+            reasons.append("experiment unknown")
+        named = sorted(str(e) for e in experiments - {None, PAPER_EXPERIMENT})
+        if named:
+            reasons.append(f"experiment {', '.join(named)}")
+        arch = (model or {}).get("arch")
+        if arch is not None and arch != PAPER_ARCH:
+            reasons.append(f"model {arch}")
+        return "; ".join(reasons) or None
+
 
 def summary_text(values: Sequence[float], expected: int, digits: int = 2) -> str:
-    """``mean ± std`` (sample std over runs) with ``digits`` decimals; ``not run`` without values; a partial cell
-    counts its runs."""
+    """``mean ± std [low, high] (n=k)``: sample std over the runs and the 95% t interval of the mean (n >= 2);
+    ``not run`` without values; a partial cell says ``n=k of expected``."""
     if not values:
         return NOT_RUN
-    mean = float(np.mean(values))
-    text = f"{mean:.{digits}f}"
-    if len(values) > 1:
-        text += f" ± {float(np.std(values, ddof=1)):.{digits}f}"
-    return text if len(values) == expected else f"{text} ({len(values)}/{expected} runs)"
+    est = stats.estimate(values)
+    text = f"{est.mean:.{digits}f}"
+    if est.has_interval:
+        text += f" ± {est.std:.{digits}f} [{est.low:.{digits}f}, {est.high:.{digits}f}]"
+    return f"{text} (n={est.n})" if est.n == expected else f"{text} (n={est.n} of {expected})"
+
+
+def versus_paper(values: Sequence[float], quoted: str, not_comparable: str | None) -> str:
+    """Measured mean minus the quoted value and whether the quoted value lies inside the measured 95% interval;
+    ``not comparable`` (with why) for runs that are not the paper's experiment or data."""
+    if quoted == paper.NOT_REPORTED:
+        return paper.NOT_REPORTED
+    if not values:
+        return NOT_RUN
+    est = stats.estimate(values)
+    verdict = f"not comparable: {not_comparable}" if not_comparable else stats.reproduction(est, float(quoted))
+    return f"{est.mean - float(quoted):+.2f} ({verdict})"
+
+
+VERDICT_NOTE = (
+    "ours - paper: the measured mean minus the quoted value, with the verdict: reproduced (the quoted value lies "
+    "inside the measured 95% interval), not reproduced, too few runs (fewer than 2: no interval), or not comparable: "
+    "the runs are not the paper's (other data; a model other than ViT-B/16 at 160 px; an experiment other than "
+    "`paper`; experiment unknown: their metrics.json do not say, written by an older `adatosk evaluate`).")
+
+
+def data_mismatch(dataset: str, quoted_dataset: str) -> str | None:
+    return None if dataset == quoted_dataset else f"{title_of(dataset)} data"
+
+
+def join_reasons(*reasons: str | None) -> str | None:
+    return "; ".join(r for r in reasons if r) or None
 
 
 class Results:
@@ -246,7 +233,8 @@ class Results:
             raise ValueError(f"{where}: variants.{variant} has {wrong}, but the row stands for {dict(expect)}")
 
 
-def load_flops(path: Path) -> dict[str, dict[str, Any]]:
+def load_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """name -> row of an ``adatosk flops`` or ``adatosk bench`` report (empty if it was not written)."""
     if not path.is_file():
         return {}
     return {row["name"]: row for row in json.loads(path.read_text(encoding="utf-8"))["rows"]}
@@ -286,54 +274,77 @@ def runs_note(runs: Mapping[str, Runs]) -> str:
 
 def table1(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]]) -> Table:
     runs = group_runs(grid["main"])
-    datasets = list(PAPER_DATASETS) + [d for d in runs if d not in PAPER_DATASETS]
+    datasets = list(paper.DATASETS) + [d for d in runs if d not in paper.DATASETS]
     columns = ["Method", "Backbone", "#Params (M)", "GFLOPs"]
     columns += [f"{title_of(d)} {m} (%)" for d in datasets for m in ("UAR", "WAR")] + ["Source"]
     table = Table("table1", "Table 1: comparison on DFEW, FERV39K and MAFW (UAR / WAR, %)", columns)
-    for quoted in PAPER_TABLE1:
-        extra = ["-"] * (2 * (len(datasets) - len(PAPER_DATASETS)))
+    for quoted in paper.TABLE1:
+        extra = [paper.NOT_REPORTED] * (2 * (len(datasets) - len(paper.DATASETS)))
         table.rows.append(list(quoted) + extra + [QUOTED])
+    labelled = []
     for variant, label in TABLE1_VARIANTS.items():
         if variant not in grid["main"]["variants"]:
             continue
+        model = results.variants.get(variant)
         row = flops_row(flops, variant, results.variants)
-        cells = [results.cell(d, variant, runs[d]) if d in runs else None for d in datasets]
-        table.rows.append([label, backbone(results.variants.get(variant)), _number(row, "params_inference_m", 1),
-                           _number(row, "gflops_inference", 2)]
-                          + [c.text(m) if c else NOT_RUN for c in cells for m in ("uar", "war")] + [MEASURED])
+        cells = {d: results.cell(d, variant, runs[d]) for d in datasets if d in runs}
+        measured, versus = [], []
+        for dataset in datasets:
+            cell = cells.get(dataset)
+            # a run of another experiment in a column of the paper's datasets says what it is
+            other = cell.not_paper_size(model) if cell and cell.metrics and dataset in paper.DATASETS else None
+            if other:
+                labelled.append(f"{label} on {title_of(dataset)}: {other}")
+            for metric in ("uar", "war"):
+                measured.append(NOT_RUN if cell is None else cell.text(metric) + (f" ({other})" if other else ""))
+                versus.append(versus_paper(cell.values(metric) if cell else [],
+                                           paper.table1_score(variant, dataset, metric), other))
+        table.rows.append([label, backbone(model), _number(row, "params_inference_m", 1),
+                           _number(row, "gflops_inference", 2)] + measured + [MEASURED])
+        table.rows.append([label, "", "", ""] + versus + [VERSUS])
     table.notes = [
-        "Quoted rows: the paper's Table 1 as printed ('-': not reported). Measured rows: mean ± sample std over the "
-        f"runs of each cell ({runs_note(runs) or 'none in the grid'}); params and GFLOPs per inference view from "
-        "`adatosk flops` (fvcore, one multiply-add = one FLOP) at the grid's model size.",
+        "Quoted rows: the paper's Table 1 as printed ('-': not reported). Measured rows: mean ± sample std [95% t "
+        f"interval of the mean] (n runs) over the runs of each cell ({runs_note(runs) or 'none in the grid'}); "
+        "params and GFLOPs per inference view from `adatosk flops` (fvcore, one multiply-add = one FLOP) at the "
+        "grid's model size.",
+        VERDICT_NOTE,
     ]
+    if labelled:
+        table.notes.append("Not the paper's experiment: " + "; ".join(labelled) + ".")
     return table
 
 
 def table2(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]], dataset: str,
            runs: Runs) -> Table:
-    columns = ["Hard mask", "Metric", "Source"] + [f"r={r}" for r in EXCLUSIONS]
+    columns = ["Hard mask", "Metric", "Source"] + [f"r={r}" for r in paper.EXCLUSIONS]
     table = Table("table2", f"Table 2: hard mask ratio and excluded tokens r ({title_of(dataset)}; WAR in %)", columns)
     ran = set(grid["ablation"]["variants"]) | set(grid["main"]["variants"])
     dagger = results.variants.get("adatosk_dagger") or {}
-    dagger_setting = (dagger.get("mask_ratio", PAPER_SETTING[0]), dagger.get("r", PAPER_SETTING[1]))
+    dagger_setting = (dagger.get("mask_ratio", paper.SETTING[0]), dagger.get("r", paper.SETTING[1]))
     fraction = dagger.get("exclude_fraction")  # wins over r (r = fraction x N_v)
-    paper_setting = dagger_setting == PAPER_SETTING and fraction is None
-    for ratio, (paper_war, paper_gflops) in PAPER_TABLE2.items():
-        names = [table2_variant(ratio, r) for r in EXCLUSIONS]
+    paper_setting = dagger_setting == paper.SETTING and fraction is None
+    for ratio in paper.MASK_RATIOS:
+        quoted = [paper.TABLE2.get((ratio, r), (paper.NOT_REPORTED, paper.NOT_REPORTED)) for r in paper.EXCLUSIONS]
+        names = [table2_variant(ratio, r) for r in paper.EXCLUSIONS]
         # AdaTosk-dagger stands for (70%, r=2) only if it runs that setting (the demo gives it its own token budget)
         names = [None if n == "adatosk_dagger" and not paper_setting else n for n in names]
-        for name, r in zip(names, EXCLUSIONS):
+        for name, r in zip(names, paper.EXCLUSIONS):
             if name is not None:
                 results.check_variant(name, {"mask_ratio": ratio, "r": r}, f"Table 2 ({ratio:.0%}, r={r})")
-        ours_war = [results.cell(dataset, n, runs).text("war") if n in ran else NOT_RUN for n in names]
+        cells = [results.cell(dataset, n, runs) if n in ran else None for n in names]
+        ours_war = [cell.text("war") if cell else NOT_RUN for cell in cells]
+        versus = [ablation_versus(results, cell, name, dataset, "war", war)
+                  for cell, name, (war, _) in zip(cells, names, quoted)]
         ours_gflops = [_number(flops_row(flops, n, results.variants), "gflops_inference", 2) if n else NOT_RUN
                        for n in names]
         label = f"{ratio:.0%}"
-        table.rows += [[label, "WAR", QUOTED, *paper_war], [label, "WAR", MEASURED, *ours_war],
-                       [label, "GFLOPs", QUOTED, *paper_gflops], [label, "GFLOPs", MEASURED, *ours_gflops]]
+        table.rows += [[label, "WAR", QUOTED, *(war for war, _ in quoted)], [label, "WAR", MEASURED, *ours_war],
+                       [label, "WAR", VERSUS, *versus],
+                       [label, "GFLOPs", QUOTED, *(gflops for _, gflops in quoted)],
+                       [label, "GFLOPs", MEASURED, *ours_gflops]]
     table.notes = ["(70%, r=2) is AdaTosk†. The paper leaves r=4 and r=6 out at 70% (the exclusion outgrows the "
                    "visible tokens). Our GFLOPs count what the code runs per inference view (adatosk flops). "
-                   f"Measured WAR: mean ± sample std over {runs.describe()}."]
+                   f"Measured WAR: mean ± sample std [95% t interval] (n runs) over {runs.describe()}.", VERDICT_NOTE]
     if not paper_setting:
         exclusion = f"r={dagger_setting[1]}" if fraction is None else f"exclude_fraction={fraction:g} (of N_v)"
         table.notes.append(f"This experiment runs AdaTosk† at hard mask {dagger_setting[0]:.0%}, {exclusion}, so no "
@@ -341,16 +352,93 @@ def table2(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[s
     return table
 
 
-def ablation_table(name: str, title: str, rows: Sequence[AblationRow], first: str, results: Results,
+def ablation_versus(results: Results, cell: Cell | None, variant: str | None, dataset: str, metric: str,
+                    quoted: str) -> str:
+    """:func:`versus_paper` of an ablation cell, whose quoted values are the paper's on DFEW."""
+    why = join_reasons(data_mismatch(dataset, paper.ABLATION_DATASET),
+                       cell.not_paper_size(results.variants.get(variant)) if cell and cell.metrics else None)
+    return versus_paper(cell.values(metric) if cell else [], quoted, why)
+
+
+def ablation_table(name: str, title: str, rows: Sequence[paper.AblationRow], first: str, results: Results,
                    grid: Mapping[str, Any], dataset: str, runs: Runs) -> Table:
-    columns = [first, "UAR (%, paper, quoted)", "WAR (%, paper, quoted)", "UAR (%, ours)", "WAR (%, ours)"]
+    columns = [first, "UAR (%, paper, quoted)", "WAR (%, paper, quoted)", "UAR (%, ours)", "WAR (%, ours)",
+               "UAR: ours - paper", "WAR: ours - paper"]
     table = Table(name, f"{title} ({title_of(dataset)})", columns)
     ran = set(grid["ablation"]["variants"]) | set(grid["main"]["variants"])
     for row in rows:
         results.check_variant(row.variant, row.expect, f"{name} row {row.label!r}")
         cell = results.cell(dataset, row.variant, runs) if row.variant in ran else None
-        table.rows.append([row.label, *row.paper, *(cell.text(m) if cell else NOT_RUN for m in ("uar", "war"))])
-    table.notes = [f"Ours: mean ± sample std over {runs.describe()}."]
+        table.rows.append([row.label, *row.quoted, *(cell.text(m) if cell else NOT_RUN for m in ("uar", "war")),
+                           *(ablation_versus(results, cell, row.variant, dataset, m, q)
+                             for m, q in zip(("uar", "war"), row.quoted))])
+    table.notes = [f"Ours: mean ± sample std [95% t interval of the mean] (n runs) over {runs.describe()}.",
+                   VERDICT_NOTE]
+    return table
+
+
+def quoted_score(variant: str, dataset: str, metric: str) -> str:
+    """The paper's UAR or WAR of one of our variants on ``dataset`` (Table 1, else Tables 2-4 on DFEW); ``-``."""
+    score = paper.table1_score(variant, dataset, metric)
+    if score != paper.NOT_REPORTED or dataset != paper.ABLATION_DATASET:
+        return score
+    for row in paper.TABLE3 + paper.TABLE4:
+        if row.variant == variant:
+            return row.quoted[("uar", "war").index(metric)]
+    war = {table2_variant(ratio, r): war for (ratio, r), (war, _) in paper.TABLE2.items()}.get(variant)
+    return war if war is not None and metric == "war" else paper.NOT_REPORTED
+
+
+def ablation_table_of(variant: str) -> str:
+    for name, rows in (("Table 3", paper.TABLE3), ("Table 4", paper.TABLE4)):
+        if any(row.variant == variant for row in rows):
+            return name
+    return "Table 2" if any(table2_variant(*cell) == variant for cell in paper.TABLE2) else "ablation"
+
+
+def compared_pairs(grid: Mapping[str, Any]) -> list[tuple[str, str, str, str, Runs]]:
+    """(table, dataset, variant, baseline, runs) of every paired comparison: Table 1's variants with each other,
+    every ablation variant with AdaTosk-dagger, over the runs of their grid group."""
+    pairs = []
+    for dataset, runs in group_runs(grid["main"]).items():
+        pairs += [("Table 1", dataset, a, b, runs) for a, b in TABLE1_PAIRS
+                  if {a, b} <= set(grid["main"]["variants"])]
+    for dataset, runs in group_runs(grid["ablation"]).items():
+        pairs += [(ablation_table_of(v), dataset, v, ABLATION_BASE, runs) for v in grid["ablation"]["variants"]
+                  if v != ABLATION_BASE]
+    return pairs
+
+
+def difference_text(value: float) -> str:
+    return f"{value:+.2f}"
+
+
+def comparisons_table(results: Results, grid: Mapping[str, Any]) -> Table:
+    columns = ["Table", "Dataset", "Difference", "Metric", "Pairs", "Mean ± std (pp)", "95% CI (pp)", "Verdict",
+               "Paper (pp)"]
+    table = Table("comparisons", "Paired differences between variants (same folds and seeds)", columns)
+    for name, dataset, variant, baseline, runs in compared_pairs(grid):
+        cells = [results.cell(dataset, v, runs) for v in (variant, baseline)]
+        for metric in ("uar", "war"):
+            quoted = [quoted_score(v, dataset, metric) for v in (variant, baseline)]
+            paper_diff = (paper.NOT_REPORTED if paper.NOT_REPORTED in quoted
+                          else difference_text(float(quoted[0]) - float(quoted[1])))
+            diff = stats.paired_difference(*(cell.by_run(metric) for cell in cells))
+            if diff is None:
+                measured = ["0", NOT_RUN, NOT_RUN, stats.TOO_FEW]
+            else:
+                spread = f" ± {diff.std:.2f}" if diff.std is not None else ""
+                interval = (f"[{difference_text(diff.low)}, {difference_text(diff.high)}]" if diff.has_interval
+                            else paper.NOT_REPORTED)
+                measured = [f"{diff.n} of {runs.count}", difference_text(diff.mean) + spread, interval,
+                            stats.significance(diff)]
+            table.rows.append([name, title_of(dataset), f"{variant} - {baseline}", metric.upper(), *measured,
+                               paper_diff])
+    table.notes = [
+        "Each difference is taken per run pair (same dataset, fold and seed: the same test clips), in percentage "
+        "points; the interval is the 95% t interval of the mean difference over the pairs. not significant: the "
+        "interval spans 0; too few runs: fewer than 2 pairs. Paper: the quoted values' difference (Table 1 on its "
+        "dataset; Tables 2-4 on DFEW), '-' where either is not reported or the data is not the paper's."]
     return table
 
 
@@ -437,13 +525,13 @@ def soft_mask_table(results: Results, grid: Mapping[str, Any]) -> Table:
     columns = ["Dataset", "Variant", "UAR (%)", "UAR (%, M_s := 1)", "UAR - UAR(M_s := 1)"]
     columns += [name for name, _, _ in SOFT_MASK_COLUMNS] + ["Runs"]
     table = Table("soft_mask", "What the soft mask does at test time (evaluate.soft_mask_stats)", columns)
-    for dataset, variant, runs, stats in soft_mask_cells(results, grid):
-        uniform = [s["uniform"]["uar"] for s in stats]
-        learned = [s["uar"] for s in stats]
+    for dataset, variant, runs, masks in soft_mask_cells(results, grid):
+        uniform = [s["uniform"]["uar"] for s in masks]
+        learned = [s["uar"] for s in masks]
         table.rows.append([title_of(dataset), variant, summary_text(learned, runs.count),
                            summary_text(uniform, runs.count),
                            summary_text([a - b for a, b in zip(learned, uniform)], runs.count)]
-                          + [present_text([nested(s, path) for s in stats], runs.count, digits)
+                          + [present_text([nested(s, path) for s in masks], runs.count, digits)
                              for _, path, digits in SOFT_MASK_COLUMNS] + [runs.describe()])
     table.notes = [
         "Mean ± sample std over the runs evaluated with soft-mask statistics, on the test views of Tables 1-4 (the "
@@ -462,12 +550,12 @@ def soft_mask_table(results: Results, grid: Mapping[str, Any]) -> Table:
 
 def soft_mask_slot_table(results: Results, grid: Mapping[str, Any]) -> Table:
     cells = soft_mask_cells(results, grid)
-    slots = max((s["slots"] for *_, stats in cells for s in stats), default=0)
+    slots = max((s["slots"] for *_, masks in cells for s in masks), default=0)
     columns = ["Dataset", "Variant", "Quantity"] + [f"slot {t + 1}" for t in range(slots)]
     table = Table("soft_mask_slots", "The soft mask per temporal slot (evaluate.soft_mask_stats)", columns)
-    for dataset, variant, runs, stats in cells:
+    for dataset, variant, runs, masks in cells:
         for quantity, path, scale, digits in SOFT_MASK_SLOT_ROWS:
-            per_run = [nested(s, path) or [] for s in stats]  # [runs][T']
+            per_run = [nested(s, path) or [] for s in masks]  # [runs][T']
             if not any(per_run):
                 continue
             table.rows.append([title_of(dataset), variant, quantity] + [
@@ -491,8 +579,11 @@ def per_class_tables(results: Results, grid: Mapping[str, Any]) -> list[Table]:
         for variant, cell in cells.items():
             recalls = [[m["per_class_recall"][k] for m in cell.metrics if m["per_class_recall"][k] is not None]
                        for k in range(len(names))]
-            table.rows.append([variant] + [summary_text(r, runs.count) for r in recalls])
-        table.notes = [f"Mean ± sample std over {runs.describe()}."]
+            # a class without recall in runs that happened has no test clip there; NOT_RUN is for absent runs
+            table.rows.append([variant] + [summary_text(r, runs.count) if r or not cell.metrics else NO_TEST_CLIPS
+                                           for r in recalls])
+        table.notes = [f"Mean ± sample std [95% t interval] (n runs) over {runs.describe()}; {NO_TEST_CLIPS}: the "
+                       "class has no clip in the test split of the runs that happened."]
         tables.append(table)
     return tables
 
@@ -533,22 +624,34 @@ def confusion_plots(results: Results, grid: Mapping[str, Any], out: Path) -> lis
     return written
 
 
-def metrics_summary(results: Results, grid: Mapping[str, Any]) -> dict[str, Any]:
-    """Measured mean / sample std (%) per dataset and variant over its runs, with the hard mask and with every token,
-    for ``dvc metrics show``; variants without an evaluated run are absent."""
-    summary: dict[str, Any] = {}
+EFFICIENCY_KEYS = (("params_m", "params_inference_m"), ("gflops", "gflops_inference"))
+THROUGHPUT_KEYS = ("infer_clips_per_s", "train_clips_per_s")
+
+
+def metrics_summary(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]],
+                    bench: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The headline numbers for ``dvc exp show`` / ``dvc metrics show``, a handful per cell so experiments compare
+    at a glance: ``results.<dataset>.<variant>``: UAR and WAR mean and sample std (%) and n runs, of every variant
+    with an evaluated run; ``efficiency.<variant>``: params (M), GFLOPs per view and clips/s of Table 1's
+    variants, where counted."""
+    measured: dict[str, Any] = {}
     for dataset, variant, runs in grid_cells(grid):
         cell = results.cell(dataset, variant, runs)
         if not cell.metrics:
             continue
-        entry: dict[str, Any] = {"unit": UNIT, "runs": len(cell.metrics), "of": runs.count}
-        for all_tokens, suffix in ((False, ""), (True, "_all_tokens")):
-            for key in ("uar", "war"):
-                values = cell.values(key, all_tokens)
-                entry[key + suffix] = round(float(np.mean(values)), 2) if values else None
-                entry[f"{key}{suffix}_std"] = round(float(np.std(values, ddof=1)), 2) if len(values) > 1 else None
-        summary.setdefault(dataset, {})[variant] = entry
-    return summary
+        entry: dict[str, Any] = {}
+        for key in ("uar", "war"):
+            est = stats.estimate(cell.values(key))
+            entry.update({key: round(est.mean, 2), f"{key}_std": None if est.std is None else round(est.std, 2)})
+        measured.setdefault(dataset, {})[variant] = {**entry, "n": len(cell.metrics)}
+    efficiency: dict[str, Any] = {}
+    for variant in TABLE1_VARIANTS:
+        row, timing = flops_row(flops, variant, results.variants), bench.get(variant, {})
+        entry = {name: round(row[key], 3) for name, key in EFFICIENCY_KEYS if row is not None}
+        entry.update({key: round(timing[key], 2) for key in THROUGHPUT_KEYS if timing.get(key) is not None})
+        if entry:
+            efficiency[variant] = entry
+    return {"results": measured, "efficiency": efficiency}
 
 
 def build_tables(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]]) -> list[Table]:
@@ -556,13 +659,14 @@ def build_tables(results: Results, grid: Mapping[str, Any], flops: Mapping[str, 
     for dataset, runs in group_runs(grid["ablation"]).items():
         tables += [
             table2(results, grid, flops, dataset, runs),
-            ablation_table("table3", "Table 3: soft mask strategies", TABLE3, "Soft mask strategy", results, grid,
-                           dataset, runs),
-            ablation_table("table4", "Table 4: distance functions of the class-agnostic soft mask", TABLE4,
+            ablation_table("table3", "Table 3: soft mask strategies", paper.TABLE3, "Soft mask strategy", results,
+                           grid, dataset, runs),
+            ablation_table("table4", "Table 4: distance functions of the class-agnostic soft mask", paper.TABLE4,
                            "Distance", results, grid, dataset, runs),
         ]
-    return tables + [all_tokens_table(results, grid), soft_mask_table(results, grid),
-                     soft_mask_slot_table(results, grid)] + per_class_tables(results, grid)
+    return tables + [comparisons_table(results, grid), all_tokens_table(results, grid),
+                     soft_mask_table(results, grid), soft_mask_slot_table(results, grid)] + per_class_tables(
+                         results, grid)
 
 
 def write_tables(tables: Sequence[Table], out: Path) -> list[Path]:
@@ -585,12 +689,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default=None, metavar="DIR",
                         help="the runs' root (default: the config's output_root)")
     parser.add_argument("--efficiency", default="results/efficiency", metavar="DIR",
-                        help="where `adatosk flops` wrote flops.json")
+                        help="where `adatosk flops` and `adatosk bench` wrote flops.json and bench.json")
     parser.add_argument("--out", default="results/tables", metavar="DIR")
     parser.add_argument("--metrics", default="results/metrics.json", metavar="FILE",
-                        help="the measured summary for `dvc metrics show`")
+                        help="the headline summary for `dvc exp show` and `dvc metrics show`")
     parser.add_argument("--print", action="store_true", dest="print_tables",
-                        help="print Tables 1-4 and the all-token evaluation to the terminal")
+                        help="print Tables 1-4, the paired comparisons and the all-token evaluation")
     add_config_arguments(parser)
 
 
@@ -602,14 +706,15 @@ def main(args: argparse.Namespace) -> int:
     if "grid" not in cfg:
         raise KeyError("the config has no `grid` (params/experiment/demo.yaml or paper.yaml define it)")
     results = Results(args.runs or cfg["output_root"], cfg.get("variants") or {})
-    flops = load_flops(Path(args.efficiency) / "flops.json")
+    flops = load_rows(Path(args.efficiency) / "flops.json")
     tables = build_tables(results, cfg["grid"], flops)
     out = Path(args.out)
     written = write_tables(tables, out) + confusion_plots(results, cfg["grid"], out)
-    write_json_atomic(Path(args.metrics), metrics_summary(results, cfg["grid"]))
+    bench = load_rows(Path(args.efficiency) / "bench.json")
+    write_json_atomic(Path(args.metrics), metrics_summary(results, cfg["grid"], flops, bench))
     if args.print_tables:
         for table in tables:
-            if table.name.startswith("table") or table.name == "all_tokens":
+            if table.name.startswith("table") or table.name in ("comparisons", "all_tokens"):
                 print(table.markdown())
     print(f"wrote {len(written)} files to {out} and {args.metrics}")
     return 0
