@@ -1,26 +1,33 @@
 """The ``adatosk tables`` command: the paper's Tables 1-4 with our measured numbers beside the quoted ones.
 
 Reads the grid of the config (``grid.main``: Table 1; ``grid.ablation``: Tables 2-4, see params/experiment/), every
-run's ``metrics.json`` (``runs/<dataset>/<variant>/fold<k>/seed<s>``, written by ``adatosk evaluate``) and the
-``adatosk flops`` report, and writes to ``--out``, each table as Markdown, CSV and LaTeX:
+run's ``metrics.json`` (``runs/<dataset>/<variant>/fold<k>/seed<s>``, written by ``adatosk evaluate``), the
+``adatosk flops`` report and the paper's quoted numbers (adatosk/paper.py), and writes to ``--out``, each table as
+Markdown, CSV and LaTeX:
 
 * ``table1``: UAR / WAR per dataset, parameters and GFLOPs; the paper's rows (all its baselines) quoted as printed,
-  marked ``paper (quoted)``, beside our measured rows;
+  marked ``paper (quoted)``, beside our measured rows, each followed by ``ours - paper``: the difference and the
+  reproduction verdict;
 * ``table2`` (hard mask ratio x r: WAR and GFLOPs), ``table3`` (soft-mask strategies), ``table4`` (distance
-  functions), on the ablation dataset;
+  functions), on the ablation dataset, with ``ours - paper`` likewise;
+* ``comparisons``: paired differences over the same folds and seeds, Table 1's variants with each other and every
+  ablation variant with AdaTosk-dagger, with their 95% interval and whether it spans 0;
 * ``all_tokens``: every variant of the grid evaluated with its hard mask (as in Tables 1-4) and with every token
   visible (``eval_mask_ratio = 0``, ``evaluate.all_tokens``);
 * ``soft_mask`` and ``soft_mask_slots``: what the soft mask does on the test views of every variant that has one
   (metrics.json ``soft_mask``, ``evaluate.soft_mask_stats``): UAR with the learned weights and with ``M_s := 1``,
   the masks' means, within-view spread and effective token share, the CA gate; per slot, the masks' means and the
   shares of excluded tokens and activated slots;
-* ``per_class_<dataset>``: per-class recall of every Table 1 variant; ``confusion_<dataset>_<variant>.png``: the
+* ``per_class_<dataset>``: per-class recall of every Table 1 variant; ``confusion/<dataset>_<variant>.png``: the
   confusion matrix summed over runs, normalised per true class.
 
-A measured cell is the mean and sample standard deviation, in percent (the unit of metrics.json), over the runs its
-grid group asks for: every fold of the group's splits on that dataset times every seed of ``grid.<group>.seeds``;
-the tables' notes say how many. A cell whose runs have not happened says ``not run`` (and a partial one how many
-runs it has): no number is ever filled in. The summary for ``dvc metrics show`` goes to ``--metrics``.
+A measured cell is the mean, sample standard deviation and 95% t interval of the mean (adatosk/stats.py), in
+percent (the unit of metrics.json), over the runs its grid group asks for: every fold of the group's splits on that
+dataset times every seed of ``grid.<group>.seeds``; each cell says its n. A cell whose runs have not happened says
+``not run`` (and a partial one how many runs it has): no number is ever filled in. Runs that are not the paper's
+experiment (metrics.json ``experiment``, the model size) are labelled as such beside the paper's numbers. The
+headline summary for ``dvc exp show`` goes to ``--metrics``, the data of ``dvc plots`` to ``--plots``
+(adatosk/plots.py).
 """
 
 from __future__ import annotations
@@ -34,11 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from adatosk import paper, stats
 from adatosk.grid import run_dir
 from adatosk.metrics import UNIT
+from adatosk.plots import confusion_images, write_plot_data
 
 NOT_RUN = "not run"
 NO_TEST_CLIPS = "no test clips"
@@ -210,6 +216,12 @@ class Results:
                 if path.is_file():
                     found.append(self._read(path, (dataset, variant, fold, seed)))
         return Cell(tuple(found), runs.count)
+
+    def run_files(self, dataset: str, variant: str, runs: Runs, name: str) -> list[Path]:
+        """The runs' files ``name`` (log.csv, predictions.csv) that exist."""
+        paths = [Path(run_dir(self.root, dataset, variant, fold, seed)) / name
+                 for fold in runs.folds for seed in runs.seeds]
+        return [path for path in paths if path.is_file()]
 
     @staticmethod
     def _read(path: Path, run: tuple[str, str, int, int]) -> dict[str, Any]:
@@ -588,40 +600,10 @@ def per_class_tables(results: Results, grid: Mapping[str, Any]) -> list[Table]:
     return tables
 
 
-def confusion_plots(results: Results, grid: Mapping[str, Any], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from adatosk.io import atomic_path
-
-    written = []
-    for dataset, runs in group_runs(grid["main"]).items():
-        for variant in grid["main"]["variants"]:
-            cell = results.cell(dataset, variant, runs)
-            if not cell.metrics:
-                continue
-            counts = np.sum([np.asarray(m["confusion_matrix"], dtype=float) for m in cell.metrics], axis=0)
-            rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-            names = cell.metrics[0]["class_names"]
-            fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(names), 0.8 + 0.6 * len(names)))
-            ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
-            for i, j in np.ndindex(rates.shape):
-                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
-            ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-            ax.set_yticks(range(len(names)), names)
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("true")
-            ax.set_title(f"{variant} on {dataset} ({len(cell.metrics)}/{runs.count} runs)", fontsize=9)
-            fig.tight_layout()
-            path = out / f"confusion_{dataset}_{variant}.png"
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png", dpi=120)
-            plt.close(fig)
-            written.append(path)
-    return written
+def main_cells(grid: Mapping[str, Any]) -> list[tuple[str, str, Runs]]:
+    """(dataset, variant, runs) of Table 1's grid group."""
+    return [(dataset, variant, runs) for dataset, runs in group_runs(grid["main"]).items()
+            for variant in grid["main"]["variants"]]
 
 
 EFFICIENCY_KEYS = (("params_m", "params_inference_m"), ("gflops", "gflops_inference"))
@@ -691,6 +673,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--efficiency", default="results/efficiency", metavar="DIR",
                         help="where `adatosk flops` and `adatosk bench` wrote flops.json and bench.json")
     parser.add_argument("--out", default="results/tables", metavar="DIR")
+    parser.add_argument("--plots", default="results/plots", metavar="DIR",
+                        help="the data of `dvc plots` (training curves, confusion matrices)")
     parser.add_argument("--metrics", default="results/metrics.json", metavar="FILE",
                         help="the headline summary for `dvc exp show` and `dvc metrics show`")
     parser.add_argument("--print", action="store_true", dest="print_tables",
@@ -709,12 +693,13 @@ def main(args: argparse.Namespace) -> int:
     flops = load_rows(Path(args.efficiency) / "flops.json")
     tables = build_tables(results, cfg["grid"], flops)
     out = Path(args.out)
-    written = write_tables(tables, out) + confusion_plots(results, cfg["grid"], out)
+    written = write_tables(tables, out) + confusion_images(results, main_cells(cfg["grid"]), out / "confusion")
+    written += write_plot_data(results, grid_cells(cfg["grid"]), Path(args.plots))
     bench = load_rows(Path(args.efficiency) / "bench.json")
     write_json_atomic(Path(args.metrics), metrics_summary(results, cfg["grid"], flops, bench))
     if args.print_tables:
         for table in tables:
             if table.name.startswith("table") or table.name in ("comparisons", "all_tokens"):
                 print(table.markdown())
-    print(f"wrote {len(written)} files to {out} and {args.metrics}")
+    print(f"wrote {len(written)} files to {out}, {args.plots} and {args.metrics}")
     return 0

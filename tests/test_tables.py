@@ -173,9 +173,9 @@ def test_per_class_and_confusion_outputs(tmp_path, demo_grid):
     recall = [m["per_class_recall"][0] for m in made["adatosk"]]
     est = stats.estimate(recall)
     assert rows["adatosk"][1] == f"{est.mean:.2f} ± {est.std:.2f} [{est.low:.2f}, {est.high:.2f}] (n=2 of 5)"
-    png = out / "confusion_demo_videomae.png"
+    png = out / "confusion" / "demo_videomae.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not (out / "confusion_demo_adatosk_ca.png").exists()                  # ablations: no per-class plots
+    assert not (out / "confusion" / "demo_adatosk_ca.png").exists()                # ablations: no per-class plots
 
 
 def test_misplaced_metrics_are_refused(tmp_path, demo_grid, capsys):
