@@ -88,6 +88,16 @@ def estimate(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimat
     return Estimate(mean, std, n, mean - half, mean + half)
 
 
+def prediction_interval(mean: float, std: float, n: int, k: int = 1,
+                        confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Where the mean of ``k`` new runs falls with probability ``confidence``, given ``n`` reference runs of that
+    mean and sample std (normal runs): mean ± t_{n-1} * std * sqrt(1/k + 1/n)."""
+    if n < 2 or k < 1:
+        raise ValueError(f"a prediction interval needs n >= 2 reference runs and k >= 1 new ones (n={n}, k={k})")
+    half = t_quantile(confidence, n - 1) * std * math.sqrt(1.0 / k + 1.0 / n)
+    return mean - half, mean + half
+
+
 def paired_difference(a: Mapping[Hashable, float], b: Mapping[Hashable, float],
                       confidence: float = CONFIDENCE) -> Estimate | None:
     """The mean of ``a[k] - b[k]`` over the keys (runs: fold, seed) both have, with its t interval; None if none."""

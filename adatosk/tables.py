@@ -10,6 +10,8 @@ Markdown, CSV and LaTeX:
   reproduction verdict;
 * ``table2`` (hard mask ratio x r: WAR and GFLOPs), ``table3`` (soft-mask strategies), ``table4`` (distance
   functions), on the ablation dataset, with ``ours - paper`` likewise;
+* ``reproduction`` (an experiment with ``grid.main.reference``, the demo's): this run's UAR per variant against
+  the committed reference distribution, inside or outside the range it predicts;
 * ``comparisons``: paired differences over the same folds and seeds, Table 1's variants with each other and every
   ablation variant with AdaTosk-dagger, with their 95% interval and whether it spans 0;
 * ``all_tokens``: every variant of the grid evaluated with its hard mask (as in Tables 1-4) and with every token
@@ -636,6 +638,42 @@ def metrics_summary(results: Results, grid: Mapping[str, Any], flops: Mapping[st
     return {"results": measured, "efficiency": efficiency}
 
 
+NOT_MEASURED = "reference not measured yet"
+
+
+def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | None:
+    """This run against the committed reference (``grid.main.reference``: mean, std and n of each variant's UAR
+    over seeds and machines): inside or outside the 95% range the reference predicts for the mean of this many
+    runs. None without a reference (the paper's experiment has the paper's numbers instead)."""
+    reference = grid["main"].get("reference")
+    if not reference:
+        return None
+    dataset, metric = reference["dataset"], reference["metric"]
+    columns = ["Variant", f"yours ({metric.upper()}, %)", "reference (mean ± std, n)", "95% range for yours",
+               "verdict"]
+    table = Table("reproduction", f"Does this run reproduce the reference? ({title_of(dataset)})", columns)
+    variants = reference.get("variants") or {}
+    for cell_dataset, variant, runs in grid_cells(grid):
+        if cell_dataset != dataset or variant not in variants:
+            continue
+        entry = variants[variant]
+        values = results.cell(dataset, variant, runs).values(metric)
+        yours = f"{sum(values) / len(values):.2f} (n={len(values)})" if values else NOT_RUN
+        if not entry or not entry.get("n") or entry["n"] < 2:
+            table.rows.append([variant, yours, NOT_MEASURED, "-", NOT_MEASURED if values else NOT_RUN])
+            continue
+        low, high = stats.prediction_interval(entry["mean"], entry["std"], entry["n"], max(len(values), 1))
+        verdict = NOT_RUN if not values else "inside" if low <= sum(values) / len(values) <= high else "outside"
+        table.rows.append([variant, yours, f"{entry['mean']:.2f} ± {entry['std']:.2f} (n={entry['n']})",
+                           f"{low:.2f} - {high:.2f}", verdict])
+    machines = ", ".join(reference.get("machines") or []) or "none yet"
+    table.notes = [f"Reference: make demo's runs over seeds {reference.get('seeds') or 'none yet'} on {machines}. "
+                   "The range is the 95% prediction interval of the mean of as many new runs as yours (t with n-1 "
+                   "degrees of freedom, std x sqrt(1/yours + 1/n)): outside means this machine or code differs "
+                   "from the reference's by more than seeds and floating-point order explain."]
+    return table
+
+
 def build_tables(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]]) -> list[Table]:
     tables = [table1(results, grid, flops)]
     for dataset, runs in group_runs(grid["ablation"]).items():
@@ -646,6 +684,8 @@ def build_tables(results: Results, grid: Mapping[str, Any], flops: Mapping[str, 
             ablation_table("table4", "Table 4: distance functions of the class-agnostic soft mask", paper.TABLE4,
                            "Distance", results, grid, dataset, runs),
         ]
+    reproduction = reproduction_table(results, grid)
+    tables += [reproduction] if reproduction else []
     return tables + [comparisons_table(results, grid), all_tokens_table(results, grid),
                      soft_mask_table(results, grid), soft_mask_slot_table(results, grid)] + per_class_tables(
                          results, grid)
@@ -699,7 +739,7 @@ def main(args: argparse.Namespace) -> int:
     write_json_atomic(Path(args.metrics), metrics_summary(results, cfg["grid"], flops, bench))
     if args.print_tables:
         for table in tables:
-            if table.name.startswith("table") or table.name in ("comparisons", "all_tokens"):
+            if table.name.startswith("table") or table.name in ("reproduction", "comparisons", "all_tokens"):
                 print(table.markdown())
     print(f"wrote {len(written)} files to {out}, {args.plots} and {args.metrics}")
     return 0

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from adatosk import stats
@@ -85,3 +86,17 @@ def test_bad_arguments_are_refused():
         stats.t_two_sided(1.0, 0)
     with pytest.raises(ValueError, match="confidence"):
         stats.t_quantile(1.0, 3)
+
+
+def test_prediction_interval_matches_scipy_and_covers_new_runs():
+    """mean ± t * std * sqrt(1/k + 1/n): scipy's t interval at that scale; about 95% of new normal runs inside."""
+    low, high = stats.prediction_interval(60.0, 4.0, n=6, k=2)
+    expected = scipy_stats.t.interval(0.95, 5, loc=60.0, scale=4.0 * math.sqrt(1 / 2 + 1 / 6))
+    assert (low, high) == (pytest.approx(expected[0]), pytest.approx(expected[1]))
+    rng = np.random.default_rng(0)
+    reference = rng.normal(60.0, 4.0, size=(4000, 6))
+    intervals = [stats.prediction_interval(r.mean(), r.std(ddof=1), 6) for r in reference]
+    inside = [low <= x <= high for (low, high), x in zip(intervals, rng.normal(60.0, 4.0, size=4000))]
+    assert 0.93 < np.mean(inside) < 0.97
+    with pytest.raises(ValueError, match="n >= 2"):
+        stats.prediction_interval(60.0, 4.0, n=1)

@@ -59,7 +59,8 @@ def render(tmp_path, cfg, runs, flops=None, expect=0):
     config.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "tables"
     code = cli_main(["tables", "--config", str(config), "--runs", str(runs), "--efficiency", str(efficiency),
-                     "--out", str(out), "--metrics", str(tmp_path / "metrics.json")])
+                     "--out", str(out), "--metrics", str(tmp_path / "metrics.json"),
+                     "--plots", str(tmp_path / "plots")])
     assert code == expect
     return out
 
@@ -210,7 +211,8 @@ def test_print_shows_tables_1_to_4(tmp_path, demo_grid, capsys):
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
     cli_main(["tables", "--config", str(tmp_path / "params.yaml"), "--runs", str(runs), "--out",
-              str(tmp_path / "t"), "--metrics", str(tmp_path / "m.json"), "--efficiency", str(tmp_path), "--print"])
+              str(tmp_path / "t"), "--metrics", str(tmp_path / "m.json"), "--efficiency", str(tmp_path), "--plots",
+              str(tmp_path / "p"), "--print"])
     printed = capsys.readouterr().out
     for title in ("Table 1", "Table 2", "Table 3", "Table 4", "every token"):
         assert title in printed
@@ -376,3 +378,28 @@ def test_quoted_numbers_have_one_home():
     assert paper.TABLE2_GFLOPS[paper.SETTING] == 40.12
     assert paper.table1_score("adatosk", "mafw", "war") == "56.81"
     assert paper.table1_score("videomae", "ferv39k", "uar") == paper.NOT_REPORTED
+
+
+def test_the_demo_ends_with_its_reproduction_lines(tmp_path, demo_grid):
+    """grid.main.reference: each variant's UAR against the reference's 95% range; not measured yet says so."""
+    cfg, runs, made = demo_grid
+    out = render(tmp_path, cfg, runs)
+    rows = {r[0]: r for r in csv.reader((out / "reproduction.csv").read_text().splitlines())}
+    assert set(rows) == {"Variant", "videomae", "adatosk", "adatosk_dagger", "adatosk_ca"}
+    assert rows["adatosk"][1:] == [f"{np.mean([m['uar'] for m in made['adatosk']]):.2f} (n=2)",
+                                   tables.NOT_MEASURED, "-", tables.NOT_MEASURED]
+    uar = float(np.mean([m["uar"] for m in made["adatosk"]]))
+    reference = cfg["grid"]["main"]["reference"]
+    reference.update(machines=["cpu A", "cpu B"], seeds=[0, 1, 2])
+    reference["variants"].update(adatosk={"mean": uar - 1.0, "std": 2.0, "n": 6},
+                                 videomae={"mean": uar + 30.0, "std": 2.0, "n": 6})
+    (tmp_path / "measured").mkdir()
+    rows = {r[0]: r for r in csv.reader((render(tmp_path / "measured", cfg, runs) / "reproduction.csv").read_text()
+                                        .splitlines())}
+    low, high = stats.prediction_interval(uar - 1.0, 2.0, 6, k=2)
+    assert rows["adatosk"][2:] == [f"{uar - 1.0:.2f} ± 2.00 (n=6)", f"{low:.2f} - {high:.2f}", "inside"]
+    assert rows["videomae"][4] == "outside"
+    assert "cpu A, cpu B" in (tmp_path / "measured" / "tables" / "reproduction.md").read_text()
+    del cfg["grid"]["main"]["reference"]                                         # the paper's grid: no such table
+    (tmp_path / "paper").mkdir()
+    assert not (render(tmp_path / "paper", cfg, runs) / "reproduction.csv").exists()
