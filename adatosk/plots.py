@@ -24,7 +24,7 @@ import numpy as np
 from adatosk.io import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
-    from adatosk.tables import Results, Runs
+    from adatosk.results import Results, Runs
 
 # folder -> the log.csv columns drawn on one plot (dvc.yaml's `plots:` names the same)
 CURVES: dict[str, tuple[str, ...]] = {"loss": ("loss", "loss_cls", "loss_rec"), "validation": ("val_uar", "val_war"),

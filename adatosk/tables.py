@@ -35,236 +35,40 @@ headline summary for ``dvc exp show`` goes to ``--metrics``, the data of ``dvc p
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from adatosk import paper, stats
-from adatosk.grid import run_dir
-from adatosk.metrics import UNIT
+from adatosk.comparisons import (
+    VERDICT_NOTE,
+    VERSUS,
+    ablation_versus,
+    comparisons_table,
+    reproduction_table,
+    table2_variant,
+    versus_paper,
+)
 from adatosk.plots import confusion_images, write_plot_data
+from adatosk.results import (
+    NOT_RUN,
+    Results,
+    Runs,
+    Table,
+    flops_row,
+    grid_cells,
+    group_runs,
+    load_rows,
+    main_cells,
+    summary_text,
+    title_of,
+)
 
-NOT_RUN = "not run"
 NO_TEST_CLIPS = "no test clips"
 QUOTED = "paper (quoted)"
 MEASURED = "ours (measured)"
-VERSUS = "ours - paper"
-DATASET_TITLES = {"dfew": "DFEW", "ferv39k": "FERV39K", "mafw": "MAFW", "demo": "demo"}
-PAPER_EXPERIMENT = "paper"                # params/experiment/paper.yaml: the paper-size runs
-PAPER_ARCH = "vit_base_patch16_160"
-
-# Our Table 1 rows: variant -> label; the paired comparisons of Table 1 (first minus second).
+# Our Table 1 rows: variant -> label.
 TABLE1_VARIANTS = {"videomae": "VideoMAE", "adatosk": "AdaTosk", "adatosk_dagger": "AdaTosk†"}
-TABLE1_PAIRS = (("adatosk_dagger", "adatosk"), ("adatosk_dagger", "videomae"), ("adatosk", "videomae"))
-ABLATION_BASE = "adatosk_dagger"          # every ablation row is compared with it
-
-
-def table2_variant(mask_ratio: float, r: int) -> str:
-    """The grid's variant of a Table 2 cell; the paper's setting (70%, r=2) is AdaTosk-dagger itself."""
-    return "adatosk_dagger" if (mask_ratio, r) == paper.SETTING else f"adatosk_dagger_m{round(mask_ratio * 100)}_r{r}"
-
-
-@dataclass
-class Table:
-    name: str
-    title: str
-    columns: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.columns) + " |",
-                 "|" + "|".join("---" for _ in self.columns) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines + [""] + [f"{note}  " for note in self.notes]) + "\n"
-
-    def csv(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.columns)
-        writer.writerows(self.rows)
-        return buffer.getvalue()
-
-    def latex(self) -> str:
-        def tex(text: str) -> str:
-            for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                                  ("#", r"\#"), ("±", r"$\pm$"), ("†", r"$^\dagger$")):
-                text = text.replace(char, escaped)
-            return text
-
-        lines = [f"% {self.title}", r"\begin{tabular}{l" + "r" * (len(self.columns) - 1) + "}", r"\toprule",
-                 " & ".join(tex(c) for c in self.columns) + r" \\", r"\midrule"]
-        lines += [" & ".join(tex(c) for c in row) + r" \\" for row in self.rows]
-        lines += [r"\bottomrule", r"\end{tabular}"] + [f"% {note}" for note in self.notes]
-        return "\n".join(lines) + "\n"
-
-
-# --- measured numbers ---------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Runs:
-    """The runs a grid group asks of one dataset: each of its folds trained with each of its seeds."""
-    folds: tuple[int, ...]
-    seeds: tuple[int, ...]
-
-    @property
-    def count(self) -> int:
-        return len(self.folds) * len(self.seeds)
-
-    def describe(self) -> str:
-        def listed(name: str, values: tuple[int, ...]) -> str:
-            return f"{name}{'s' if len(values) > 1 else ''} {', '.join(map(str, values))}"
-
-        return f"{listed('fold', self.folds)} x {listed('seed', self.seeds)} = {self.count} run{'s' * (self.count > 1)}"
-
-
-def group_runs(group: Mapping[str, Any]) -> dict[str, Runs]:
-    """dataset -> the runs of a grid group (``grid.main``, ``grid.ablation``) on it."""
-    seeds = tuple(int(s) for s in group.get("seeds", [0]))
-    folds: dict[str, list[int]] = {}
-    for split in group["splits"]:
-        folds.setdefault(str(split["dataset"]), []).append(int(split["fold"]))
-    return {dataset: Runs(tuple(f), seeds) for dataset, f in folds.items()}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """The evaluated runs of one (dataset, variant) out of the ``expected`` its grid group asks for."""
-    metrics: tuple[dict[str, Any], ...]
-    expected: int
-
-    def by_run(self, key: str, all_tokens: bool = False) -> dict[tuple[int, int], float]:
-        """(fold, seed) -> ``key`` (uar, war) of the run, in percent; with ``all_tokens`` its every-token
-        evaluation."""
-        scores = {(m["fold"], m["seed"]): m.get("all_tokens") if all_tokens else m for m in self.metrics}
-        return {run: float(m[key]) for run, m in scores.items() if m is not None}
-
-    def values(self, key: str, all_tokens: bool = False) -> list[float]:
-        return list(self.by_run(key, all_tokens).values())
-
-    def text(self, key: str, all_tokens: bool = False) -> str:
-        return summary_text(self.values(key, all_tokens), self.expected)
-
-    def not_paper_size(self, model: Mapping[str, Any] | None) -> str | None:
-        """Why the runs are not the paper's experiment (metrics.json ``experiment``, the variant's arch), or None."""
-        experiments = {m.get("experiment") for m in self.metrics}
-        reasons = []
-        if None in experiments:
-            reasons.append("experiment unknown")
-        named = sorted(str(e) for e in experiments - {None, PAPER_EXPERIMENT})
-        if named:
-            reasons.append(f"experiment {', '.join(named)}")
-        arch = (model or {}).get("arch")
-        if arch is not None and arch != PAPER_ARCH:
-            reasons.append(f"model {arch}")
-        return "; ".join(reasons) or None
-
-
-def summary_text(values: Sequence[float], expected: int, digits: int = 2) -> str:
-    """``mean ± std [low, high] (n=k)``: sample std over the runs and the 95% t interval of the mean (n >= 2);
-    ``not run`` without values; a partial cell says ``n=k of expected``."""
-    if not values:
-        return NOT_RUN
-    est = stats.estimate(values)
-    text = f"{est.mean:.{digits}f}"
-    if est.has_interval:
-        text += f" ± {est.std:.{digits}f} [{est.low:.{digits}f}, {est.high:.{digits}f}]"
-    return f"{text} (n={est.n})" if est.n == expected else f"{text} (n={est.n} of {expected})"
-
-
-def versus_paper(values: Sequence[float], quoted: str, not_comparable: str | None) -> str:
-    """Measured mean minus the quoted value and whether the quoted value lies inside the measured 95% interval;
-    ``not comparable`` (with why) for runs that are not the paper's experiment or data."""
-    if quoted == paper.NOT_REPORTED:
-        return paper.NOT_REPORTED
-    if not values:
-        return NOT_RUN
-    est = stats.estimate(values)
-    verdict = f"not comparable: {not_comparable}" if not_comparable else stats.reproduction(est, float(quoted))
-    return f"{est.mean - float(quoted):+.2f} ({verdict})"
-
-
-VERDICT_NOTE = (
-    "ours - paper: the measured mean minus the quoted value, with the verdict: reproduced (the quoted value lies "
-    "inside the measured 95% interval), not reproduced, too few runs (fewer than 2: no interval), or not comparable: "
-    "the runs are not the paper's (other data; a model other than ViT-B/16 at 160 px; an experiment other than "
-    "`paper`; experiment unknown: their metrics.json do not say, written by an older `adatosk evaluate`).")
-
-
-def data_mismatch(dataset: str, quoted_dataset: str) -> str | None:
-    return None if dataset == quoted_dataset else f"{title_of(dataset)} data"
-
-
-def join_reasons(*reasons: str | None) -> str | None:
-    return "; ".join(r for r in reasons if r) or None
-
-
-class Results:
-    """Reads and checks the evaluated runs under ``runs_root``."""
-
-    def __init__(self, runs_root: str | Path, variants: Mapping[str, Mapping[str, Any]]) -> None:
-        self.root = str(runs_root)
-        self.variants = variants
-
-    def cell(self, dataset: str, variant: str, runs: Runs) -> Cell:
-        found = []
-        for fold in runs.folds:
-            for seed in runs.seeds:
-                path = Path(run_dir(self.root, dataset, variant, fold, seed)) / "metrics.json"
-                if path.is_file():
-                    found.append(self._read(path, (dataset, variant, fold, seed)))
-        return Cell(tuple(found), runs.count)
-
-    def run_files(self, dataset: str, variant: str, runs: Runs, name: str) -> list[Path]:
-        """The runs' files ``name`` (log.csv, predictions.csv) that exist."""
-        paths = [Path(run_dir(self.root, dataset, variant, fold, seed)) / name
-                 for fold in runs.folds for seed in runs.seeds]
-        return [path for path in paths if path.is_file()]
-
-    @staticmethod
-    def _read(path: Path, run: tuple[str, str, int, int]) -> dict[str, Any]:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        if metrics.get("unit") != UNIT:
-            raise ValueError(f"{path} gives no rates in {UNIT} (unit: {metrics.get('unit')!r}): it was written by an "
-                             "older `adatosk evaluate`, whose rates were fractions; evaluate the run again")
-        claimed = tuple(metrics.get(k) for k in ("data", "variant", "fold", "seed"))
-        if claimed != run:
-            raise ValueError(f"{path} holds the metrics of data={claimed[0]} variant={claimed[1]} fold={claimed[2]} "
-                             f"seed={claimed[3]}, not of the run its directory names")
-        return metrics
-
-    def check_variant(self, variant: str, expect: Mapping[str, Any], where: str) -> None:
-        """The grid's variant must be what the table row says it is (params/experiment/variants.yaml)."""
-        model = self.variants.get(variant)
-        if model is None:
-            return
-        wrong = {k: model.get(k) for k, v in expect.items() if model.get(k) != v}
-        if wrong:
-            raise ValueError(f"{where}: variants.{variant} has {wrong}, but the row stands for {dict(expect)}")
-
-
-def load_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """name -> row of an ``adatosk flops`` or ``adatosk bench`` report (empty if it was not written)."""
-    if not path.is_file():
-        return {}
-    return {row["name"]: row for row in json.loads(path.read_text(encoding="utf-8"))["rows"]}
-
-
-def flops_row(flops: Mapping[str, dict[str, Any]], variant: str,
-              variants: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The FLOPs report's row of ``variant``, if it was counted on the variant's own config."""
-    row = flops.get(variant)
-    model = variants.get(variant)
-    if row is None or model is None:
-        return row
-    family, _, arch = row["timm_name"].partition("_")
-    counted = {"family": family, "arch": arch, **row["kwargs"]}
-    same = all(model.get(k) == v for k, v in counted.items() if k in model)
-    return row if same else None
 
 
 def _number(row: dict[str, Any] | None, key: str, digits: int) -> str:
@@ -274,10 +78,6 @@ def _number(row: dict[str, Any] | None, key: str, digits: int) -> str:
 def backbone(model: Mapping[str, Any] | None) -> str:
     arch = str((model or {}).get("arch", ""))
     return {"vit_base_patch16_160": "ViT-B/16", "vit_tiny_patch16_64": "ViT-Ti/16 (demo)"}.get(arch, arch or "?")
-
-
-def title_of(dataset: str) -> str:
-    return DATASET_TITLES.get(dataset, dataset)
 
 
 def runs_note(runs: Mapping[str, Runs]) -> str:
@@ -366,14 +166,6 @@ def table2(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[s
     return table
 
 
-def ablation_versus(results: Results, cell: Cell | None, variant: str | None, dataset: str, metric: str,
-                    quoted: str) -> str:
-    """:func:`versus_paper` of an ablation cell, whose quoted values are the paper's on DFEW."""
-    why = join_reasons(data_mismatch(dataset, paper.ABLATION_DATASET),
-                       cell.not_paper_size(results.variants.get(variant)) if cell and cell.metrics else None)
-    return versus_paper(cell.values(metric) if cell else [], quoted, why)
-
-
 def ablation_table(name: str, title: str, rows: Sequence[paper.AblationRow], first: str, results: Results,
                    grid: Mapping[str, Any], dataset: str, runs: Runs) -> Table:
     columns = [first, "UAR (%, paper, quoted)", "WAR (%, paper, quoted)", "UAR (%, ours)", "WAR (%, ours)",
@@ -389,81 +181,6 @@ def ablation_table(name: str, title: str, rows: Sequence[paper.AblationRow], fir
     table.notes = [f"Ours: mean ± sample std [95% t interval of the mean] (n runs) over {runs.describe()}.",
                    VERDICT_NOTE]
     return table
-
-
-def quoted_score(variant: str, dataset: str, metric: str) -> str:
-    """The paper's UAR or WAR of one of our variants on ``dataset`` (Table 1, else Tables 2-4 on DFEW); ``-``."""
-    score = paper.table1_score(variant, dataset, metric)
-    if score != paper.NOT_REPORTED or dataset != paper.ABLATION_DATASET:
-        return score
-    for row in paper.TABLE3 + paper.TABLE4:
-        if row.variant == variant:
-            return row.quoted[("uar", "war").index(metric)]
-    war = {table2_variant(ratio, r): war for (ratio, r), (war, _) in paper.TABLE2.items()}.get(variant)
-    return war if war is not None and metric == "war" else paper.NOT_REPORTED
-
-
-def ablation_table_of(variant: str) -> str:
-    for name, rows in (("Table 3", paper.TABLE3), ("Table 4", paper.TABLE4)):
-        if any(row.variant == variant for row in rows):
-            return name
-    return "Table 2" if any(table2_variant(*cell) == variant for cell in paper.TABLE2) else "ablation"
-
-
-def compared_pairs(grid: Mapping[str, Any]) -> list[tuple[str, str, str, str, Runs]]:
-    """(table, dataset, variant, baseline, runs) of every paired comparison: Table 1's variants with each other,
-    every ablation variant with AdaTosk-dagger, over the runs of their grid group."""
-    pairs = []
-    for dataset, runs in group_runs(grid["main"]).items():
-        pairs += [("Table 1", dataset, a, b, runs) for a, b in TABLE1_PAIRS
-                  if {a, b} <= set(grid["main"]["variants"])]
-    for dataset, runs in group_runs(grid["ablation"]).items():
-        pairs += [(ablation_table_of(v), dataset, v, ABLATION_BASE, runs) for v in grid["ablation"]["variants"]
-                  if v != ABLATION_BASE]
-    return pairs
-
-
-def difference_text(value: float) -> str:
-    return f"{value:+.2f}"
-
-
-def comparisons_table(results: Results, grid: Mapping[str, Any]) -> Table:
-    columns = ["Table", "Dataset", "Difference", "Metric", "Pairs", "Mean ± std (pp)", "95% CI (pp)", "Verdict",
-               "Paper (pp)"]
-    table = Table("comparisons", "Paired differences between variants (same folds and seeds)", columns)
-    for name, dataset, variant, baseline, runs in compared_pairs(grid):
-        cells = [results.cell(dataset, v, runs) for v in (variant, baseline)]
-        for metric in ("uar", "war"):
-            quoted = [quoted_score(v, dataset, metric) for v in (variant, baseline)]
-            paper_diff = (paper.NOT_REPORTED if paper.NOT_REPORTED in quoted
-                          else difference_text(float(quoted[0]) - float(quoted[1])))
-            diff = stats.paired_difference(*(cell.by_run(metric) for cell in cells))
-            if diff is None:
-                measured = ["0", NOT_RUN, NOT_RUN, stats.TOO_FEW]
-            else:
-                spread = f" ± {diff.std:.2f}" if diff.std is not None else ""
-                interval = (f"[{difference_text(diff.low)}, {difference_text(diff.high)}]" if diff.has_interval
-                            else paper.NOT_REPORTED)
-                measured = [f"{diff.n} of {runs.count}", difference_text(diff.mean) + spread, interval,
-                            stats.significance(diff)]
-            table.rows.append([name, title_of(dataset), f"{variant} - {baseline}", metric.upper(), *measured,
-                               paper_diff])
-    table.notes = [
-        "Each difference is taken per run pair (same dataset, fold and seed: the same test clips), in percentage "
-        "points; the interval is the 95% t interval of the mean difference over the pairs. not significant: the "
-        "interval spans 0; too few runs: fewer than 2 pairs. Paper: the quoted values' difference (Table 1 on its "
-        "dataset; Tables 2-4 on DFEW), '-' where either is not reported or the data is not the paper's."]
-    return table
-
-
-def grid_cells(grid: Mapping[str, Any]) -> list[tuple[str, str, Runs]]:
-    """(dataset, variant, runs) of every variant the grid trains, Table 1's first; a variant of both groups once."""
-    cells: dict[tuple[str, str], Runs] = {}
-    for group in ("main", "ablation"):
-        for dataset, runs in group_runs(grid[group]).items():
-            for variant in grid[group]["variants"]:
-                cells.setdefault((dataset, variant), runs)
-    return [(dataset, variant, runs) for (dataset, variant), runs in cells.items()]
 
 
 def evaluation_hard_mask(model: Mapping[str, Any] | None) -> float | None:
@@ -602,12 +319,6 @@ def per_class_tables(results: Results, grid: Mapping[str, Any]) -> list[Table]:
     return tables
 
 
-def main_cells(grid: Mapping[str, Any]) -> list[tuple[str, str, Runs]]:
-    """(dataset, variant, runs) of Table 1's grid group."""
-    return [(dataset, variant, runs) for dataset, runs in group_runs(grid["main"]).items()
-            for variant in grid["main"]["variants"]]
-
-
 EFFICIENCY_KEYS = (("params_m", "params_inference_m"), ("gflops", "gflops_inference"))
 THROUGHPUT_KEYS = ("infer_clips_per_s", "train_clips_per_s")
 
@@ -636,42 +347,6 @@ def metrics_summary(results: Results, grid: Mapping[str, Any], flops: Mapping[st
         if entry:
             efficiency[variant] = entry
     return {"results": measured, "efficiency": efficiency}
-
-
-NOT_MEASURED = "reference not measured yet"
-
-
-def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | None:
-    """This run against the committed reference (``grid.main.reference``: mean, std and n of each variant's UAR
-    over seeds and machines): inside or outside the 95% range the reference predicts for the mean of this many
-    runs. None without a reference (the paper's experiment has the paper's numbers instead)."""
-    reference = grid["main"].get("reference")
-    if not reference:
-        return None
-    dataset, metric = reference["dataset"], reference["metric"]
-    columns = ["Variant", f"yours ({metric.upper()}, %)", "reference (mean ± std, n)", "95% range for yours",
-               "verdict"]
-    table = Table("reproduction", f"Does this run reproduce the reference? ({title_of(dataset)})", columns)
-    variants = reference.get("variants") or {}
-    for cell_dataset, variant, runs in grid_cells(grid):
-        if cell_dataset != dataset or variant not in variants:
-            continue
-        entry = variants[variant]
-        values = results.cell(dataset, variant, runs).values(metric)
-        yours = f"{sum(values) / len(values):.2f} (n={len(values)})" if values else NOT_RUN
-        if not entry or not entry.get("n") or entry["n"] < 2:
-            table.rows.append([variant, yours, NOT_MEASURED, "-", NOT_MEASURED if values else NOT_RUN])
-            continue
-        low, high = stats.prediction_interval(entry["mean"], entry["std"], entry["n"], max(len(values), 1))
-        verdict = NOT_RUN if not values else "inside" if low <= sum(values) / len(values) <= high else "outside"
-        table.rows.append([variant, yours, f"{entry['mean']:.2f} ± {entry['std']:.2f} (n={entry['n']})",
-                           f"{low:.2f} - {high:.2f}", verdict])
-    machines = ", ".join(reference.get("machines") or []) or "none yet"
-    table.notes = [f"Reference: make demo's runs over seeds {reference.get('seeds') or 'none yet'} on {machines}. "
-                   "The range is the 95% prediction interval of the mean of as many new runs as yours (t with n-1 "
-                   "degrees of freedom, std x sqrt(1/yours + 1/n)): outside means this machine or code differs "
-                   "from the reference's by more than seeds and floating-point order explain."]
-    return table
 
 
 def build_tables(results: Results, grid: Mapping[str, Any], flops: Mapping[str, dict[str, Any]]) -> list[Table]:

@@ -9,6 +9,7 @@ import yaml
 
 from adatosk import tables
 from adatosk.config import load_config, to_container
+from adatosk.results import Results
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_COLUMNS = 40
@@ -58,7 +59,7 @@ def test_the_demo_grid_summary_fits_in_the_column_budget(tmp_path):
                  "kwargs": {k: cfg["variants"][v].get(k) for k in model if k in cfg["variants"][v]},
                  "params_inference_m": 5.5, "gflops_inference": 1.25} for v in grid["main"]["variants"]}
     bench = {v: {"name": v, "infer_clips_per_s": 10.0, "train_clips_per_s": 3.0} for v in grid["main"]["variants"]}
-    results = tables.Results(tmp_path, cfg["variants"])
+    results = Results(tmp_path, cfg["variants"])
     summary = tables.metrics_summary(results, grid, flops, bench)
     columns = leaves(summary)
     assert len(columns) <= MAX_COLUMNS, columns

@@ -7,9 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from adatosk import paper, stats, tables
+from adatosk import comparisons, paper, stats, tables
 from adatosk.cli import main as cli_main
 from adatosk.config import load_config, to_container
+from adatosk.results import NOT_RUN, summary_text
 
 CLASSES = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
 
@@ -97,15 +98,15 @@ def test_table1_quotes_the_paper_and_measures_ours(tmp_path, demo_grid):
     assert "demo: folds 1, 2, 3, 4, 5 x seed 0 = 5 runs" in md                   # what a cell averages
     assert "| demo UAR (%) | demo WAR (%) |" in md
     # no DFEW run: not run; no flops report: not run
-    assert dagger.count(tables.NOT_RUN) == 2 + 6
+    assert dagger.count(NOT_RUN) == 2 + 6
     # every number of Table 1 is either quoted from the paper or computed from a metrics.json
     quoted = {v for row in paper.TABLE1 for v in row}
     estimates = [stats.estimate([m[k] for m in ms]) for ms in made.values() for k in ("uar", "war")]
     measured = {f"{v:.2f}" for e in estimates for v in (e.mean, e.std, e.low, e.high) if v is not None}
     assert numbers(md) <= quoted | measured
     # beside the quoted rows: ours - paper; the demo's own column has no quoted value, the paper's no run
-    versus = [line for line in md.splitlines() if line.endswith(f"| {tables.VERSUS} |")]
-    assert len(versus) == 3 and all(tables.NOT_RUN in line for line in versus)
+    versus = [line for line in md.splitlines() if line.endswith(f"| {comparisons.VERSUS} |")]
+    assert len(versus) == 3 and all(NOT_RUN in line for line in versus)
 
 
 def test_ablation_tables_say_not_run_for_missing_runs(tmp_path, demo_grid):
@@ -118,7 +119,7 @@ def test_ablation_tables_say_not_run_for_missing_runs(tmp_path, demo_grid):
     assert rows["CA"][4] == f"{war:.2f} (n=1)"                                  # the ablation grid has fold 1
     assert rows["CA"][6] == f"{war - 76.64:+.2f} (not comparable: demo data; experiment unknown; model " \
         f"{cfg['variants']['adatosk_ca']['arch']})"
-    assert rows["CS (semantic)"][3:] == [tables.NOT_RUN] * 4
+    assert rows["CS (semantic)"][3:] == [NOT_RUN] * 4
     assert rows["CA + CS (redundancy + semantic)"][4] == f"{made['adatosk_dagger'][0]['war']:.2f} (n=1)"
     t2 = (out / "table2.md").read_text()
     assert "| 25% | GFLOPs | paper (quoted) | 136.15 | 118.54 | 99.75 | 68.79 |" in t2
@@ -163,7 +164,7 @@ def test_flops_columns_come_from_the_report_of_the_same_config(tmp_path, demo_gr
     dagger_line = next(line for line in md.splitlines() if line.startswith("| AdaTosk† |"))
     assert "| 5.4 | 1.23 |" in dagger_line
     adatosk_line = next(line for line in md.splitlines() if line.startswith("| AdaTosk |"))
-    assert adatosk_line.split(" | ")[2:4] == [tables.NOT_RUN, tables.NOT_RUN]
+    assert adatosk_line.split(" | ")[2:4] == [NOT_RUN, NOT_RUN]
 
 
 def test_per_class_and_confusion_outputs(tmp_path, demo_grid):
@@ -230,7 +231,7 @@ def test_cells_average_every_seed_and_report_all_token_evaluation(tmp_path):
     out = render(tmp_path, cfg, runs)
 
     def text(values, expected=3):
-        return tables.summary_text(values, expected)
+        return summary_text(values, expected)
 
     def line(md, start):
         return next(row for row in md.splitlines() if row.startswith(start))
@@ -296,7 +297,7 @@ def test_reproduction_verdict_beside_the_quoted_values(tmp_path):
     assert versus[4] == f"{est.mean - 66.76:+.2f} (reproduced)"
     assert est.high + 8 < 77.54
     assert versus[5] == f"{est.mean + 8 - 77.54:+.2f} (not reproduced)"
-    assert versus[6] == tables.NOT_RUN                                           # FERV39K not in the grid
+    assert versus[6] == NOT_RUN                                           # FERV39K not in the grid
     videomae = row_of(out / "table1.csv", "VideoMAE", "", "", "")
     assert videomae[6:8] == [paper.NOT_REPORTED] * 2                            # the paper quotes none on FERV39K
     assert "Not the paper's experiment" not in (out / "table1.md").read_text()
@@ -352,10 +353,10 @@ def test_ablation_rows_are_compared_with_adatosk_dagger(tmp_path, demo_grid):
     ca = rows[0]
     assert ca[4:] == ["1 of 1", f"{made['adatosk_ca'][0]['uar'] - made['adatosk_dagger'][0]['uar']:+.2f}",
                       paper.NOT_REPORTED, stats.TOO_FEW, paper.NOT_REPORTED]            # demo data: no paper diff
-    assert rows[2][4:8] == ["0", tables.NOT_RUN, tables.NOT_RUN, stats.TOO_FEW]
-    assert tables.quoted_score("adatosk_ca", "dfew", "uar") == "65.55"
-    assert tables.quoted_score("adatosk_dagger_m50_r2", "dfew", "war") == "77.02"
-    assert tables.quoted_score("adatosk_dagger_m50_r2", "dfew", "uar") == paper.NOT_REPORTED
+    assert rows[2][4:8] == ["0", NOT_RUN, NOT_RUN, stats.TOO_FEW]
+    assert comparisons.quoted_score("adatosk_ca", "dfew", "uar") == "65.55"
+    assert comparisons.quoted_score("adatosk_dagger_m50_r2", "dfew", "war") == "77.02"
+    assert comparisons.quoted_score("adatosk_dagger_m50_r2", "dfew", "uar") == paper.NOT_REPORTED
 
 
 def test_a_class_without_test_clips_is_not_called_not_run(tmp_path, demo_grid):
@@ -387,7 +388,7 @@ def test_the_demo_ends_with_its_reproduction_lines(tmp_path, demo_grid):
     rows = {r[0]: r for r in csv.reader((out / "reproduction.csv").read_text().splitlines())}
     assert set(rows) == {"Variant", "videomae", "adatosk", "adatosk_dagger", "adatosk_ca"}
     assert rows["adatosk"][1:] == [f"{np.mean([m['uar'] for m in made['adatosk']]):.2f} (n=2)",
-                                   tables.NOT_MEASURED, "-", tables.NOT_MEASURED]
+                                   comparisons.NOT_MEASURED, "-", comparisons.NOT_MEASURED]
     uar = float(np.mean([m["uar"] for m in made["adatosk"]]))
     reference = cfg["grid"]["main"]["reference"]
     reference.update(machines=["cpu A", "cpu B"], seeds=[0, 1, 2])
