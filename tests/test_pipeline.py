@@ -194,3 +194,9 @@ def test_exp_run_trains_again_on_the_narrowed_grid_and_exp_show_lists_it(repro):
     assert yaml.safe_load((root / "params.yaml").read_text())["train"]["epochs"] == 2
     shown = run([BIN / "dvc", "exp", "show", "--json"], root).stdout
     assert '"epochs": 2' in shown and "results/metrics.json" in shown
+    # the metrics columns are the headline results (results/metrics.json), the changed params stand beside them
+    columns = run([BIN / "dvc", "exp", "show", "--csv"], root).stdout.splitlines()[0].split(",")
+    assert 0 < len([c for c in columns if c.startswith(("results.", "efficiency."))]) <= 40
+    assert not [c for c in columns if "metrics.json" in c or c.startswith(("setup.", "paper_table"))]
+    changed = run([BIN / "dvc", "exp", "show", "--csv", "--only-changed"], root).stdout.splitlines()[0].split(",")
+    assert {"train.epochs", "grid.main.variants"} <= set(changed)
