@@ -29,7 +29,8 @@ endif
 	DVC_NO_ANALYTICS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) --quiet rules \
 		--rerun-incomplete --config gpu_cpus=1 cpu_cpus=1
 	DVC_NO_ANALYTICS=1 PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc commit --force --quiet
-	@cat results/tables/table?.md results/tables/all_tokens.md results/tables/soft_mask.md
+	@cat results/tables/table?.md results/tables/all_tokens.md results/tables/soft_mask.md results/tables/comparisons.md
+	@test ! -f results/tables/reproduction.md || cat results/tables/reproduction.md
 
 test: $(STAMP)
 	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2

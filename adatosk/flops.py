@@ -32,23 +32,10 @@ from fvcore.nn.jit_handles import bmm_flop_jit, get_shape
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from adatosk import paper
 from adatosk.config import load_config, to_container
 from adatosk.models.masking import num_visible, tube_mask
 
-# The paper's Table 1 (#Params M, FLOPs G) and Table 2 (GFLOPs by hard mask ratio and r), quoted as printed.
-PAPER_TABLE1: dict[str, tuple[float, float]] = {
-    "videomae": (86, 82),
-    "mae_dfer": (85, 50),
-    "adatosk": (74, 44),
-    "adatosk_dagger": (72, 40),
-}
-PAPER_TABLE2: dict[tuple[float, int], float] = {
-    (0.25, 0): 136.15, (0.25, 2): 118.54, (0.25, 4): 99.75, (0.25, 6): 68.79,
-    (0.5, 0): 84.32, (0.5, 2): 72.24, (0.5, 4): 60.05, (0.5, 6): 42.13,
-    (0.7, 0): 57.73, (0.7, 2): 40.12,
-}
-MASK_RATIOS = (0.25, 0.5, 0.7)
-EXCLUSIONS = (0, 2, 4, 6)
 # Table 2 is counted at the paper's 160 px (Table 1 fits it) and at 224 px (Table 2 fits it), under two readings of
 # where the exclusion acts: exclude_at = 0 (excluded tokens never enter the encoder) and after the encoder.
 TABLE2_SIZES = (160, 224)
@@ -286,8 +273,8 @@ def table2_grid(num_frames: int, img_size: int, tubelet_size: int = 2) -> list[t
     r at each of the T'-1 transitions and at least one of the N_v positions must stay."""
     slots, positions = num_frames // tubelet_size, (img_size // PATCH_SIZE) ** 2
     cells = []
-    for ratio in MASK_RATIOS:
-        cells += [(ratio, r) for r in EXCLUSIONS if r * (slots - 1) <= num_visible(positions, ratio) - 1]
+    for ratio in paper.MASK_RATIOS:
+        cells += [(ratio, r) for r in paper.EXCLUSIONS if r * (slots - 1) <= num_visible(positions, ratio) - 1]
     return cells
 
 
@@ -299,7 +286,7 @@ def resolve_variant(name: str, model_cfg: dict[str, Any], arch: str, num_frames:
         return ModelSpec(model_cfg.get("variant", "config"), f"{model_cfg['family']}_{model_cfg['arch']}", kwargs)
     shared = {k: model_cfg[k] for k in _SHARED_KEYS if k in model_cfg}
     shared.update(img_size=img_size, num_frames=num_frames)
-    grid = {grid_name(m, r): (m, r) for m in MASK_RATIOS for r in EXCLUSIONS}
+    grid = {grid_name(m, r): (m, r) for m in paper.MASK_RATIOS for r in paper.EXCLUSIONS}
     if name in grid:
         ratio, r = grid[name]
         defining = {**VARIANTS["adatosk_dagger"], "mask_ratio": ratio, "eval_mask_ratio": ratio, "r": r}
@@ -373,9 +360,9 @@ def table2_by_size(model_cfg: dict[str, Any], arch: str, num_frames: int, sizes:
     out = []
     for size in sizes:
         after: dict[float, dict[str, Any]] = {}
-        for ratio, r in PAPER_TABLE2:
+        for ratio, r in paper.TABLE2_GFLOPS:
             row = {"size": size, "frames": num_frames, "mask_ratio": ratio, "r": r,
-                   "paper_gflops": PAPER_TABLE2[(ratio, r)]}
+                   "paper_gflops": paper.TABLE2_GFLOPS[(ratio, r)]}
             for label, exclude_at in TABLE2_CONVENTIONS.items():
                 if exclude_at is None and r > 0:
                     row[label] = after[ratio]
@@ -398,8 +385,8 @@ def print_table2_by_size(rows: list[dict[str, Any]], arch: str) -> None:
     for size in sizes:
         columns += [f"{size}px never enter: view", f"{size}px never enter: train fwd", f"{size}px after enc: view"]
     body = []
-    for ratio, r in PAPER_TABLE2:
-        cells = [f"{round(ratio * 100)}%", str(r), f"{PAPER_TABLE2[(ratio, r)]:.2f}"]
+    for ratio, r in paper.TABLE2_GFLOPS:
+        cells = [f"{round(ratio * 100)}%", str(r), f"{paper.TABLE2_GFLOPS[(ratio, r)]:.2f}"]
         for size in sizes:
             row = next(x for x in rows if (x["size"], x["mask_ratio"], x["r"]) == (size, ratio, r))
             never, after = (row[label] for label in TABLE2_CONVENTIONS)
@@ -492,8 +479,8 @@ def paper_quotes(spec: ModelSpec) -> dict[str, Any]:
         spec.kwargs.get("num_frames", 16), spec.kwargs.get("img_size", 160)) == (16, 160)
     cell = (spec.kwargs.get("mask_ratio"), spec.kwargs.get("r"))
     table2 = spec.kwargs.get("soft_mask") == "ca+cs" and paper_setting
-    return {"paper_table1": PAPER_TABLE1.get(spec.name) if paper_setting else None,
-            "paper_table2_gflops": PAPER_TABLE2.get(cell) if table2 else None}
+    return {"paper_table1": paper.TABLE1_SIZES.get(spec.name) if paper_setting else None,
+            "paper_table2_gflops": paper.TABLE2_GFLOPS.get(cell) if table2 else None}
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]], footer: str = "") -> None:
@@ -526,7 +513,7 @@ def main(args: argparse.Namespace) -> int:
         sizes = TABLE2_SIZES if arch == ARCHS["base"][0] and args.size is None else (size,)
         table2 = table2_by_size(model_cfg, arch, frames, sizes, num_classes)
     # the Table 1 rows not printed beside one of ours (all of them unless ViT-B at 16x160x160 was counted)
-    quoted = {k: v for k, v in PAPER_TABLE1.items() if k not in {r["name"] for r in rows if r["paper_table1"]}}
+    quoted = {k: v for k, v in paper.TABLE1_SIZES.items() if k not in {r["name"] for r in rows if r["paper_table1"]}}
     table = [
         [r["name"], f"{r['frames']}x{r['size']}x{r['size']}", _fmt(r["params_inference_m"]),
          _fmt(r["params_train_m"]), _fmt(r["gflops_inference"], 2), _fmt(r["gflops_train"], 2),
@@ -550,8 +537,8 @@ def main(args: argparse.Namespace) -> int:
                       "target); elementwise = summed largest-operand sizes of the O(numel) ops fvcore leaves out",
         "rows": rows,
         "exclusion_notes": notes,
-        "paper_table1_quoted": {k: {"params_m": p, "gflops": g} for k, (p, g) in PAPER_TABLE1.items()},
-        "paper_table2_quoted": [{"mask_ratio": m, "r": r, "gflops": g} for (m, r), g in PAPER_TABLE2.items()],
+        "paper_table1_quoted": {k: {"params_m": p, "gflops": g} for k, (p, g) in paper.TABLE1_SIZES.items()},
+        "paper_table2_quoted": [{"mask_ratio": m, "r": r, "gflops": g} for (m, r), g in paper.TABLE2_GFLOPS.items()],
         "table2_by_size": table2,
     })
     print(f"wrote {out}")

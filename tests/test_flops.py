@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from adatosk import flops
+from adatosk import flops, paper
 
 
 class ExplicitAttention(nn.Module):
@@ -181,7 +181,7 @@ def test_exclusion_inside_the_encoder_lowers_the_counted_flops_as_r_grows():
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_table2_by_size_counts_each_reading(monkeypatch):
-    monkeypatch.setattr(flops, "PAPER_TABLE2", {(0.5, 0): 84.32, (0.5, 2): 72.24})
+    monkeypatch.setattr(paper, "TABLE2_GFLOPS", {(0.5, 0): 84.32, (0.5, 2): 72.24})
     hyper = {"family": "adatosk", "tubelet_size": 2, "soft_mask": "ca+cs", "top_k": 4}
     rows = flops.table2_by_size(hyper, "vit_tiny_patch16_64", 16, (32, 64), num_classes=7)
     assert [(row["size"], row["r"]) for row in rows] == [(32, 0), (32, 2), (64, 0), (64, 2)]

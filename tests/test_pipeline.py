@@ -124,15 +124,15 @@ def test_make_demo_runs_the_demo_dag_once_and_dvc_finds_it_current(repro):
     assert f"{sum(war) / 2:.2f} ± " in next(line for line in table1.splitlines() if line.startswith("| VideoMAE |"))
     assert table1 in output and "every token" in output                       # make demo prints the tables
     assert "| 66.76 | 77.54 | 46.28 | 56.52 | 44.15 | 57.92 |" in table1        # AdaTosk-dagger, quoted
-    assert (root / "results/tables/confusion_demo_adatosk_dagger.png").is_file()
+    assert (root / "results/tables/confusion/demo_adatosk_dagger.png").is_file()
     check_figures(root, "adatosk_dagger", fold=1)
     second = run([BIN / "dvc", "repro"], root)
     assert ran_stages(second.stdout) == set()
     assert "up to date" in run([BIN / "dvc", "status"], root).stdout
     metrics = run([BIN / "dvc", "metrics", "show", "--json"], root).stdout
-    assert "runs/demo/videomae/fold1/seed0/metrics.json" in metrics and "results/metrics.json" in metrics
+    assert "results/metrics.json" in metrics and "runs/demo/videomae/fold1/seed0/metrics.json" not in metrics
     plots = run([BIN / "dvc", "plots", "show", "--json"], root).stdout
-    assert "runs/demo/adatosk_dagger/fold2/seed0/log.csv" in plots
+    assert "results/plots/loss/demo_adatosk_dagger.csv" in plots and "results/plots/confusion" in plots
 
 
 def test_a_param_marks_exactly_the_stages_that_read_it(repro):
@@ -194,3 +194,9 @@ def test_exp_run_trains_again_on_the_narrowed_grid_and_exp_show_lists_it(repro):
     assert yaml.safe_load((root / "params.yaml").read_text())["train"]["epochs"] == 2
     shown = run([BIN / "dvc", "exp", "show", "--json"], root).stdout
     assert '"epochs": 2' in shown and "results/metrics.json" in shown
+    # the metrics columns are the headline results (results/metrics.json), the changed params stand beside them
+    columns = run([BIN / "dvc", "exp", "show", "--csv"], root).stdout.splitlines()[0].split(",")
+    assert 0 < len([c for c in columns if c.startswith(("results.", "efficiency."))]) <= 40
+    assert not [c for c in columns if "metrics.json" in c or c.startswith(("setup.", "paper_table"))]
+    changed = run([BIN / "dvc", "exp", "show", "--csv", "--only-changed"], root).stdout.splitlines()[0].split(",")
+    assert {"train.epochs", "grid.main.variants"} <= set(changed)
