@@ -274,8 +274,9 @@ def test_tables_show_the_soft_mask_statistics_of_the_runs_that_have_them(tmp_pat
     by_quantity = {r[2]: r[3:] for r in slot_rows[1:] if r[1] == "adatosk_dagger"}
     assert list(by_quantity) == ["M_ca", "M_cs", "M_s", "excluded (%)", "activated (%)"]
     assert by_quantity["M_s"][2] == tables.summary_text([s["m_s"]["per_slot"][2] for s in stats], 3, digits=3)
-    assert by_quantity["excluded (%)"][7] == f"{100 * 7 / 28:.1f} ± 0.0"
-    assert by_quantity["activated (%)"][0] == "0.0 ± 0.0"
+    excluded, activated = f"{100 * 7 / 28:.1f}", "0.0"               # the same in every run: std 0, interval a point
+    assert by_quantity["excluded (%)"][7] == f"{excluded} ± 0.0 [{excluded}, {excluded}] (n=3)"
+    assert by_quantity["activated (%)"][0] == f"{activated} ± 0.0 [{activated}, {activated}] (n=3)"
 
 
 def test_the_soft_mask_table_shows_a_variant_without_cs_as_such(tmp_path):
@@ -289,7 +290,7 @@ def test_the_soft_mask_table_shows_a_variant_without_cs_as_such(tmp_path):
     header, row = list(csv.reader((out / "soft_mask.csv").read_text().splitlines()))
     column = dict(zip(header, row))
     assert (column["mean M_cs"], column["M_cs spread"]) == (tables.ABSENT, tables.ABSENT)
-    assert column["mean M_ca"] == f"{metrics['soft_mask']['m_ca']['mean']:.3f}"
+    assert column["mean M_ca"] == f"{metrics['soft_mask']['m_ca']['mean']:.3f} (n=1)"    # one run: no interval
     quantities = [r[2] for r in csv.reader((out / "soft_mask_slots.csv").read_text().splitlines())][1:]
     assert quantities == ["M_ca", "M_s", "activated (%)"]
 
