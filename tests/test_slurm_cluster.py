@@ -21,7 +21,7 @@ import pytest
 from test_pipeline import make_smoke_repo
 from test_pipeline_dag import BIN, env_for, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm_cluster")]   # one DAG (`pytest --dist loadgroup`)
 
 EPOCHS = 60                     # about 40 s of training: SLURM checks time limits every 30 s
 TRAIN = "train__split0_adatosk_dagger_0"
@@ -107,10 +107,10 @@ def squeue(*args) -> list[list[str]]:
     return [line.split("|") for line in result.stdout.splitlines() if line.strip()]
 
 
-def train_job() -> tuple[str, str, str] | None:
-    """(SLURM id, state, reason) of the training's job (the plugin's sbatch --comment is rule_<name>), if queued."""
-    jobs = [(job, state, reason) for job, state, reason, comment in squeue("-o", "%i|%T|%r|%k")
-            if comment == f"rule_{TRAIN}"]
+def train_job(root: Path) -> tuple[str, str, str] | None:
+    """(SLURM id, state, reason) of the training's job in ``root`` (the plugin's sbatch --comment is rule_<name>)."""
+    jobs = [(job, state, reason) for job, state, reason, comment, workdir in squeue("-o", "%i|%T|%r|%k|%Z")
+            if comment == f"rule_{TRAIN}" and Path(workdir) == root.resolve()]
     return jobs[0] if jobs else None
 
 
@@ -139,7 +139,7 @@ def interrupted_training(root: Path, interruptions: list, timeout: float = 480) 
                                    stderr=subprocess.STDOUT)
         while process.poll() is None and time.monotonic() < deadline:
             start, done = log_progress(log)
-            job = train_job()
+            job = train_job(root)
             if job and job[1:] == ("PENDING", "BeginTime"):
                 scontrol("update", f"JobId={job[0]}", "StartTime=now")
             elif job and job[1] == "RUNNING" and interruptions and start >= resumed_after and start + 2 <= done:
