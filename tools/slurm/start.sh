@@ -88,7 +88,7 @@ make_gpu_devices() {
 
 CONFIG_CHANGED=0
 write_config() {                # writes slurm.conf and gres.conf; CONFIG_CHANGED=1 when they differ from before
-    local host shape cpus memory cpu_part gpu_part tmp
+    local host shape cpus memory cpu_part gpu_part tmp gres="gpu:$GPU_TYPE:$GPUS,nvme:1"
     host=$(hostname -s)
     shape=$(slurmd -C | head -1)
     cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$shape")
@@ -128,7 +128,7 @@ SlurmctldPidFile=$STATE_DIR/slurmctld.pidfile
 SlurmdPidFile=$STATE_DIR/slurmd.pidfile
 SlurmctldLogFile=$LOG_DIR/adatosk-slurmctld.log
 SlurmdLogFile=$LOG_DIR/adatosk-slurmd.log
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory Gres=gpu:$GPU_TYPE:$GPUS,nvme:1 Feature=$FEATURE State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory Gres=$gres Feature=$FEATURE State=UNKNOWN
 PartitionName=$cpu_part Nodes=$host Default=YES MaxTime=INFINITE State=UP PriorityTier=1
 PartitionName=$gpu_part Nodes=$host MaxTime=INFINITE State=UP PriorityTier=1
 PartitionName=preempt Nodes=$host MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
