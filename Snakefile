@@ -7,10 +7,19 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 from workflow.dvc_stages import PARAMS_FILE, gpu_count, params_fingerprint, resources, rule_specs, shell_command
+from workflow.slurm_adapter import adapt_plugin, check_cluster_fits
 
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 
 SPECS = rule_specs(workflow.basedir)
+TOP_PRIORITY = max((spec.priority for spec in SPECS), default=0)
+
+
+onstart:
+    # `--profile slurm`, in the submitting process (jobs run their rule under the `slurm-jobstep` executor)
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        check_cluster_fits(config)
+        adapt_plugin()
 
 
 def output_files(spec):
@@ -37,10 +46,10 @@ for spec in SPECS:
             # the rule's values live in params: a directive's body is evaluated when the job runs, after the loop
             cmd=shell_command(spec, gpu_count(spec, config)),
             dvc=params_fingerprint(spec),
-        threads: resources(spec, config)["cpus_per_task"]
+        threads: resources(spec, config, TOP_PRIORITY)["cpus_per_task"]
         priority: spec.priority
         resources:
-            **resources(spec, config),
+            **resources(spec, config, TOP_PRIORITY),
         log:
             f"logs/{spec.name}.log",
         shell:

@@ -34,6 +34,23 @@ class _Lines:
         self.stream.flush()
 
 
+class _LogBar(tqdm):
+    """A bar for logs: a new postfix or description waits for the bar's next line (tqdm would print one at once, on
+    every training step that sets the loss)."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        super().set_postfix_str(s, refresh=False)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description(desc, refresh=False)
+
+    def set_description_str(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description_str(desc, refresh=False)
+
+
 def progress(iterable: Iterable[Any] | None = None, log_interval: float = LOG_INTERVAL, **kwargs: Any) -> tqdm:
     """``tqdm(iterable, **kwargs)`` on a terminal; line-per-``log_interval`` output when the stream is not one."""
     stream = kwargs.pop("file", None) or sys.stderr
@@ -41,7 +58,7 @@ def progress(iterable: Iterable[Any] | None = None, log_interval: float = LOG_IN
         return tqdm(iterable, file=stream, **kwargs)
     kwargs.pop("dynamic_ncols", None)
     kwargs["mininterval"] = kwargs["maxinterval"] = kwargs["delay"] = max(kwargs.get("mininterval", 0.0), log_interval)
-    return tqdm(iterable, file=_Lines(stream), ascii=True, ncols=100, **kwargs)
+    return _LogBar(iterable, file=_Lines(stream), ascii=True, ncols=100, **kwargs)
 
 
 def machine_load() -> str:

@@ -13,7 +13,8 @@ foreach and matrix resolved by DVC itself) and turns every stage with a command 
 * shell: the stage's command; with ``meta.torchrun`` and GPUs per job, launched on all of them by torchrun.
 * resources: ``meta.slurm`` (``gpu`` | ``cpu``) chooses the resource set of the Snakemake config (slurm/cluster.yaml).
 * priority: ``meta.priority`` (an integer, default 0), Snakemake's job priority: of the jobs that are ready, the
-  higher first (the data chain before the efficiency counts, Table 1's trainings before the ablations).
+  higher first (the data chain before the efficiency counts, Table 1's trainings before the ablations); under
+  SLURM also the jobs' ``--nice`` (:func:`resources`).
 
 Stages without a command (``data.dvc``: ``dvc add``-ed data) become no rule: their outputs are inputs that must be
 present (``dvc pull``).
@@ -32,6 +33,8 @@ from typing import Any
 
 PARAMS_FILE = "params.yaml"
 RESOURCE_KINDS = ("cpu", "gpu")
+GPU_PASSTHROUGH = ("gres", "constraint", "qos", "gpu_model")   # config keys given to GPU jobs as they are
+NICE_STEP = 100                 # SLURM --nice per meta.priority step
 
 
 @dataclass(frozen=True)
@@ -152,13 +155,16 @@ def shell_command(spec: RuleSpec, gpus: int) -> str:
     return cmd
 
 
-def resources(spec: RuleSpec, config: Mapping[str, Any]) -> dict[str, Any]:
+def resources(spec: RuleSpec, config: Mapping[str, Any], top_priority: int = 0) -> dict[str, Any]:
     """Snakemake resources of a rule from the validated workflow config (workflow/schemas/config.schema.yaml).
 
     Every job is one task on one node with all its CPUs, memory and GPUs; torchrun starts the GPU processes
     inside it. The SLURM executor plugin would turn ``tasks`` of a GPU job into ``--ntasks-per-gpu`` (one task per
     GPU, each asking for all the CPUs): GPU jobs say ``tasks_per_gpu: 0`` instead, which drops that option, and
-    ask for one task per node through ``slurm_extra`` (the plugin refuses ``--ntasks`` there).
+    ask for one task per node through ``slurm_extra`` (the plugin refuses ``--ntasks`` there). GPU jobs also carry
+    the config's ``gres``, ``constraint``, ``qos`` and ``gpu_model`` where set. ``meta.priority`` becomes SLURM's
+    ``--nice``, :data:`NICE_STEP` per step below ``top_priority`` (the pipeline's highest), so that of the jobs
+    queued at once SLURM starts the higher-priority ones first, as Snakemake does locally.
     """
     kind = spec.kind
     out: dict[str, Any] = {
@@ -170,9 +176,17 @@ def resources(spec: RuleSpec, config: Mapping[str, Any]) -> dict[str, Any]:
     }
     if config.get("slurm_account"):
         out["slurm_account"] = config["slurm_account"]
+    extra = []
     gpus = gpu_count(spec, config)
     if gpus:
-        out.update(gpu=gpus, tasks_per_gpu=0, slurm_extra="--ntasks-per-node=1")
+        out.update(gpu=gpus, tasks_per_gpu=0)
+        out.update({key: config[key] for key in GPU_PASSTHROUGH if config.get(key)})
+        extra.append("--ntasks-per-node=1")
     else:
         out["tasks"] = 1
+    nice = NICE_STEP * (top_priority - spec.priority)
+    if nice > 0:
+        extra.append(f"--nice={nice}")
+    if extra:
+        out["slurm_extra"] = " ".join(extra)
     return out
