@@ -33,7 +33,7 @@ endif
 	@test ! -f results/tables/reproduction.md || cat results/tables/reproduction.md
 
 test: $(STAMP)
-	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2
+	DVC_NO_ANALYTICS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # ruff with the rules and line length of pyproject.toml ([tool.ruff]); .ci/run runs it before the tests.
 lint: $(STAMP)
