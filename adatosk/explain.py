@@ -37,7 +37,7 @@ from adatosk.cli import add_config_arguments
 from adatosk.config import load_config
 from adatosk.data.cache import CorruptClipError
 from adatosk.data.dataset import ClipReadError
-from adatosk.data.facecrop import NoFaceError
+from adatosk.data.tracking import NoFaceError
 from adatosk.data.video import VideoDecodeError
 from adatosk.evaluate import load_test_split, mask_views_of, view_masks
 from adatosk.io import write_bytes_atomic, write_json_atomic

@@ -36,10 +36,11 @@ import torch
 from torch import nn
 
 from adatosk.data.cache import CorruptClipError
-from adatosk.data.facecrop import CropParams, NoFaceError, crop_face_track
+from adatosk.data.faces import CropParams
+from adatosk.data.tracking import NoFaceError, crop_face_track
 from adatosk.data.sampling import test_indices
 from adatosk.data.transforms import normalize_clip, resize_clip
-from adatosk.data.video import VideoDecodeError, read_video, video_fps, write_video
+from adatosk.data.video import VideoDecodeError, read_video, video_info, write_video
 from adatosk.evaluate import mask_views_of, view_masks
 from adatosk.models.checkpoint import load_model
 from adatosk.progress import machine_load
@@ -156,7 +157,7 @@ def predict_video(model: nn.Module, meta: dict, path: str | Path, *, stride: int
                      classify_windows(model, frames, with_face, mask_views=mask_views, mask_seed=mask_seed,
                                       batch_size=batch_size, device=device, amp=amp)))
     names = list(meta["class_names"])
-    fps = video_fps(path)
+    fps = video_info(path).fps
 
     def seconds(frame: int) -> float | None:
         return None if fps is None else round(frame / fps, 3)
@@ -228,7 +229,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def loop_video(path: str | Path, seconds: float, out: Path) -> Path:
     """``path`` repeated from its start until it lasts ``seconds``, written to ``out`` (at its frame rate)."""
     frames = read_video(path)
-    fps = video_fps(path) or 30.0
+    fps = video_info(path).fps or 30.0
     return write_video(out, frames[np.arange(round(seconds * fps)) % len(frames)], fps=round(fps))
 
 

@@ -12,19 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from adatosk.data.cache import open_clip
-from adatosk.data.facecrop import (
-    STAGE_KEYS,
-    CropParams,
-    HaarDetector,
-    NoFaceError,
-    crop_face_track,
-    crop_square,
-    fill_missing,
-    main_track,
-    make_detector,
-    run,
-    smooth_boxes,
-)
+from adatosk.data.faces import STAGE_KEYS, CropParams, HaarDetector, make_detector
+from adatosk.data.facecrop import run
+from adatosk.data.tracking import NoFaceError, crop_face_track, crop_square, fill_missing, main_track, smooth_boxes
 from adatosk.data.transforms import resize_clip
 from adatosk.data.video import read_frames_dir, read_video, write_video
 
@@ -342,7 +332,7 @@ def test_command_fails_naming_broken_frame_folders_after_packing_the_others(tmp_
     code, out, err = _face_crop(capsys, f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache'}")
     assert code == 1 and "1 ok" in out and "2 failed" in out
     assert err.splitlines() == [
-        f"adatosk face-crop: {frames / '00002'}: cannot decode frame images (unreadable or truncated): "
+        f"adatosk face-crop: {frames / '00002'}: cannot decode frame images (unreadable, truncated or damaged): "
         "['00002_00002.jpg']",
         f"adatosk face-crop: {frames / '00003'}: frames are missing: the numbering jumps from 00003_00002.jpg to "
         "00003_00004.jpg"]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import cv2
 import numpy as np
 
 from adatosk.data.classes import CLASS_NAMES
+from adatosk.data.video import atomic_directory, write_frame_images, write_video
 
 FRAMES_DIR = "Clip/clip_224x224"
 VIDEOS_DIR = "Clip/original"
@@ -409,25 +409,6 @@ def render_clip(spec: ClipSpec, params: Mapping[str, Any], raw: bool = False) ->
 
 # --- writing ----------------------------------------------------------------------------------------------------
 
-def _write_frames(folder: Path, clip_id: str, frames: np.ndarray, quality: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for t, frame in enumerate(frames):
-        ok, data = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for {folder}")
-        (folder / f"{clip_id}_{t + 1:05d}.jpg").write_bytes(data.tobytes())
-
-
-def write_video(path: Path, frames: np.ndarray, fps: float) -> None:
-    height, width = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot open an mp4v VideoWriter for {path}")
-    for frame in frames:
-        writer.write(np.ascontiguousarray(frame[..., ::-1]))
-    writer.release()
-
-
 def _write_splits(root: Path, clips: Sequence[ClipSpec], num_folds: int) -> None:
     ordered = sorted(clips, key=lambda c: c.number)
     for split in ("train", "test"):
@@ -457,11 +438,12 @@ def _info(params: Mapping[str, Any], clips: Sequence[ClipSpec], num_folds: int) 
 def _write_clip(task: tuple[Path, ClipSpec, Mapping[str, Any]]) -> None:
     """Render one clip into the tree at ``tree``: its frame folder, and its raw video if it is one of those."""
     tree, clip, params = task
-    _write_frames(tree / FRAMES_DIR / clip.clip_id, clip.clip_id, render_clip(clip, params),
-                  int(params["jpeg_quality"]))
+    write_frame_images(tree / FRAMES_DIR / clip.clip_id, clip.clip_id, render_clip(clip, params),
+                       int(params["jpeg_quality"]))
     if clip.number <= int(params["raw_videos"]):
         (tree / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
-        write_video(tree / VIDEOS_DIR / f"{clip.clip_id}.mp4", render_clip(clip, params, raw=True), params["fps"])
+        write_video(tree / VIDEOS_DIR / f"{clip.clip_id}.mp4", render_clip(clip, params, raw=True), params["fps"],
+                    codec="mp4v")
 
 
 def generate(root: str | Path, cfg_generator: Mapping[str, Any] | None = None, num_folds: int = 5,
@@ -480,10 +462,7 @@ def generate(root: str | Path, cfg_generator: Mapping[str, Any] | None = None, n
         raise FileExistsError(f"{root} exists and is not a demo tree written by `adatosk demo-data`; "
                               "refusing to replace it (choose another data.root)")
     clips = make_clips(params, num_folds)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_directory(root) as tmp:
         tasks = [(tmp, clip, params) for clip in clips]
         if jobs <= 1:
             for task in tasks:
@@ -495,16 +474,6 @@ def generate(root: str | Path, cfg_generator: Mapping[str, Any] | None = None, n
         _write_splits(tmp, clips, num_folds)
         info = _info(params, clips, num_folds)
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-        if root.exists():
-            old = root.parent / f".{root.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            root.rename(old)
-            tmp.rename(root)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return info
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline's stages: speed measured on this machine, printed as Markdown tables."""
