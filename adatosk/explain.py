@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from adatosk.cli import add_config_arguments
 from adatosk.config import load_config
 from adatosk.data.cache import CorruptClipError
 from adatosk.data.dataset import ClipReadError
+from adatosk.data.faces import CropParams
 from adatosk.data.tracking import NoFaceError
 from adatosk.data.video import VideoDecodeError
 from adatosk.evaluate import load_test_split, mask_views_of, view_masks
@@ -44,9 +46,17 @@ from adatosk.io import write_bytes_atomic, write_json_atomic
 from adatosk.mask_stats import soft_mask_hooks
 from adatosk.models.adatosk import AdaTosk
 from adatosk.models.checkpoint import load_model
-from adatosk.models.soft_mask import frame_difference
-from adatosk.predict import (EXIT_BAD_CHECKPOINT, EXIT_NO_FACE, EXIT_UNREADABLE, face_frames, plan_windows,
-                             sampling_stride, window_clip)
+from adatosk.models.soft_mask import frame_difference, semantic_activation
+from adatosk.predict import (
+    EXIT_BAD_CHECKPOINT,
+    EXIT_NO_FACE,
+    EXIT_UNREADABLE,
+    classify_windows,
+    sampling_stride,
+    track_video,
+    window_clip,
+    window_crops,
+)
 from adatosk.train.distributed import resolve_device
 
 ROWS = ("frames", "A (Eq. 10)", "M_cs (Eq. 11)", "M_ca (Eq. 7)", "M_s (Eq. 12)")
@@ -98,7 +108,7 @@ def trace_soft_mask(model: nn.Module, clip: torch.Tensor, visible: torch.Tensor 
     def numpy(x: torch.Tensor | None) -> np.ndarray | None:
         return None if x is None else x[0].float().cpu().numpy()
 
-    semantic = (z.float().abs() * model.head.channel_weights().float()).sum(-1)  # A [1, T', N_v], Eq. 10
+    semantic = semantic_activation(z, model.head.channel_weights())  # A [1, T', N_v]
     activated = difference = None
     if "ca" in captured:
         (z_ca, class_probs), _ = captured["ca"]
@@ -284,11 +294,14 @@ class Explanation:
 
 
 def explain_clip(model: nn.Module, clip: torch.Tensor, *, visible: torch.Tensor | None = None,
-                 class_names: list[str] | None = None, frame_labels: list[str] | None = None, caption: str = "",
-                 min_cell: int = MIN_CELL) -> Explanation:
+                 probs: np.ndarray | None = None, class_names: list[str] | None = None,
+                 frame_labels: list[str] | None = None, caption: str = "", min_cell: int = MIN_CELL) -> Explanation:
     """Fig. 3 for one already loaded clip (ImageNet-normalised ``[3, T, H, W]``, as the loader yields a view);
-    ``caption`` (e.g. the clip and its label) is the footer's first line."""
+    ``probs`` [K] (e.g. averaged over mask views, as predict reports them) replaces the probabilities under the
+    drawn mask in the prediction; ``caption`` (e.g. the clip and its label) is the footer's first line."""
     trace = trace_soft_mask(model, clip, visible)
+    if probs is not None:
+        trace = replace(trace, probs=np.asarray(probs))
     patch = model.encoder.patch_embed
     grid = patch.img_size // patch.patch_size
     class_names = class_names or [str(k) for k in range(len(trace.probs))]
@@ -304,10 +317,19 @@ def explain_clip(model: nn.Module, clip: torch.Tensor, *, visible: torch.Tensor 
     return Explanation(image, layout, trace, dict(summary, image_size=list(layout.size)))
 
 
-def write_explanation(explanation: Explanation, out_dir: Path, stem: str, extra: dict[str, Any]) -> Path:
-    """``out_dir/stem.png`` and ``out_dir/stem.json`` (atomic); returns the PNG's path."""
+def safe_stem(name: str) -> str:
+    """``name`` (a clip id or video name, from data) as a file name that stays in its folder: characters other than
+    letters, digits, ``.``, ``_`` and ``-`` (a ``/`` included) become ``_``, and leading dots go (no ``..``, no
+    hidden file)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "clip"
+
+
+def write_explanation(explanation: Explanation, out_dir: Path, name: str, extra: dict[str, Any]) -> Path:
+    """``out_dir/STEM.png`` and ``out_dir/STEM.json`` (atomic; STEM: :func:`safe_stem` of ``name``); returns the
+    PNG's path."""
     buffer = io.BytesIO()
     Image.fromarray(explanation.image).save(buffer, format="PNG")
+    stem = safe_stem(name)
     png = out_dir / f"{stem}.png"
     write_bytes_atomic(png, buffer.getvalue())
     write_json_atomic(out_dir / f"{stem}.json", dict(extra, image=png.name, **explanation.summary))
@@ -321,7 +343,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, metavar="DIR",
                         help="a save_model directory (required with VIDEO; from the manifest default "
                              "run_dir/checkpoint/last)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="where to write STEM.png and STEM.json")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="where to write STEM.png and STEM.json (STEM: the video's name or the clip id, with "
+                             "characters other than letters, digits, '.', '_' and '-' replaced by '_')")
     parser.add_argument("--window", type=int, default=0, metavar="K",
                         help="VIDEO: the K-th sliding window of `adatosk predict`; --manifest-clip: the K-th test view")
     parser.add_argument("--manifest-clip", action="append", default=[], metavar="CLIP_ID",
@@ -331,25 +355,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--stride-frames", type=int, default=None, metavar="S", help="VIDEO: as `adatosk predict`")
     parser.add_argument("--hop-frames", type=int, default=None, metavar="H", help="VIDEO: as `adatosk predict`")
-    parser.add_argument("--mask-seed", type=int, default=0, help="VIDEO: seed of the tube mask (as predict)")
+    parser.add_argument("--mask-views", type=int, default=2,
+                        help="VIDEO: seeded tube masks whose probabilities are averaged (as predict; the figure shows "
+                             "the first)")
+    parser.add_argument("--mask-seed", type=int, default=0, help="VIDEO: seed of the tube masks (as predict)")
     add_config_arguments(parser)
 
 
 def explain_video(model: nn.Module, meta: dict, video: str, window: int, out_dir: Path, *, stride: int = 4,
-                  hop: int | None = None, mask_seed: int = 0) -> Path:
-    """Window ``window`` of ``adatosk predict``'s windows of ``video``, under its first mask view."""
-    frames, _ = face_frames(video, int(meta["model_cfg"]["img_size"]))
-    windows = plan_windows(len(frames), num_frames=int(meta["model_cfg"]["num_frames"]), stride=stride, hop=hop)
-    if not 0 <= window < len(windows):
-        raise IndexError(f"{video} has {len(windows)} windows (0..{len(windows) - 1}), --window {window} is not one")
-    chosen = windows[window]
+                  hop: int | None = None, mask_views: int = 2, mask_seed: int = 0) -> Path:
+    """Window ``window`` of ``adatosk predict``'s windows of ``video``, drawn under its first mask view. Its face
+    and probabilities are predict's: a window without a face is refused (``NoFaceError``) as predict leaves it
+    unclassified, and the probabilities are averaged over the ``mask_views`` seeded views."""
+    cfg = meta["model_cfg"]
+    faces = track_video(video, num_frames=int(cfg["num_frames"]), stride=stride, hop=hop, crop_params=CropParams())
+    if not 0 <= window < len(faces.windows):
+        raise IndexError(f"{video} has {len(faces.windows)} windows (0..{len(faces.windows) - 1}), --window {window} "
+                         "is not one")
+    chosen = faces.windows[window]
+    fraction = faces.face_fraction(chosen)
+    if fraction < faces.min_fraction:
+        raise NoFaceError(f"window {window} has the face in {fraction:.0%} of its frames (at least "
+                          f"{faces.min_fraction:.0%} needed, as `adatosk predict` classifies a window)", fraction)
+    (_, crops), = window_crops(faces, [chosen], int(cfg["img_size"]), CropParams().size, batch_size=1)
     device = next(model.parameters()).device
-    explanation = explain_clip(model, window_clip(frames, chosen), class_names=list(meta["class_names"]),
-                               visible=view_masks(model, torch.tensor([window]), 0, mask_seed, device),
+    (probs,) = classify_windows(model, crops, [chosen], mask_views=mask_views, mask_seed=mask_seed, device=device)
+    explanation = explain_clip(model, window_clip(crops, chosen), class_names=list(meta["class_names"]),
+                               visible=view_masks(model, torch.tensor([window]), 0, mask_seed, device), probs=probs,
                                frame_labels=[f"f{i}" for i in chosen.frames],
                                caption=f"{Path(video).name}, window {window}")
     extra = {"source": str(video), "window": window, "frames": chosen.frames.tolist(),
-             "start_frame": chosen.start_frame, "end_frame": chosen.end_frame}
+             "start_frame": chosen.start_frame, "end_frame": chosen.end_frame, "face_fraction": round(fraction, 4),
+             "mask_views": mask_views_of(model.eval_mask_ratio, mask_views), "mask_seed": mask_seed}
     return write_explanation(explanation, out_dir, f"{Path(video).stem}_w{window}", _with_model(extra, meta))
 
 
@@ -424,7 +461,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             written = [explain_video(model, meta, args.video, args.window, out_dir,
                                      stride=sampling_stride(meta, args.stride_frames),
-                                     hop=args.hop_frames, mask_seed=args.mask_seed)]
+                                     hop=args.hop_frames, mask_views=args.mask_views, mask_seed=args.mask_seed)]
     except NoFaceError as error:
         return fail(f"{args.video}: no face found ({error})", EXIT_NO_FACE)
     except (VideoDecodeError, CorruptClipError, ClipReadError, FileNotFoundError, IsADirectoryError) as error:

@@ -176,7 +176,8 @@ def test_truncated_frame_image_is_refused(tmp_path, suffix):
     (tmp_path / f"00002{suffix}").write_bytes(whole[:len(whole) // 2])
     with pytest.raises(VideoDecodeError) as info:
         read_frames_dir(tmp_path)
-    assert str(info.value) == f"{tmp_path}: cannot decode frame images (unreadable, truncated or damaged): ['00002{suffix}']"
+    assert str(info.value) == \
+        f"{tmp_path}: cannot decode frame images (unreadable, truncated or damaged): ['00002{suffix}']"
     (tmp_path / f"00002{suffix}").write_bytes(whole + b"\0" * 16)  # padding after the end marker is fine
     assert read_frames_dir(tmp_path).shape == (3, 32, 32, 3)
 
@@ -192,7 +193,8 @@ def test_jpeg_damaged_inside_is_refused(tmp_path):
     (tmp_path / "00002.jpg").write_bytes(bytes(whole))
     with pytest.raises(VideoDecodeError) as info:
         read_frames_dir(tmp_path)
-    assert str(info.value) == f"{tmp_path}: cannot decode frame images (unreadable, truncated or damaged): ['00002.jpg']"
+    assert str(info.value) == \
+        f"{tmp_path}: cannot decode frame images (unreadable, truncated or damaged): ['00002.jpg']"
 
 
 def test_atomic_directory_is_whole_or_absent_and_unique_per_writer(tmp_path):

@@ -107,14 +107,13 @@ def clip_id_of(path: Path, root: Path) -> str:
 
 def find_clips(root: Path, precropped: bool) -> dict[str, Path]:
     """clip id -> frame folder (``precropped``: every folder under ``root`` holding frame images) or video file.
-    Links to folders are followed, once per folder they lead to."""
+    Links to folders are followed, except a link back to a folder above it (a loop)."""
     if not root.is_dir():
         what = "frame folders (data.frames_dir)" if precropped else "raw videos (data.face_crop.videos_dir)"
         raise FileNotFoundError(f"the directory of {what} {root} does not exist (run `adatosk verify`)")
     clips: dict[str, Path] = {}
-    seen = {os.path.realpath(root)}
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".") and _first_visit(Path(folder, d), seen)]
+        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".") and not _loops_back(Path(folder, d))]
         folder = Path(folder)
         if precropped:
             found = [folder] if folder != root and frame_files(folder) else []
@@ -131,13 +130,10 @@ def find_clips(root: Path, precropped: bool) -> dict[str, Path]:
     return clips
 
 
-def _first_visit(folder: Path, seen: set[str]) -> bool:
-    """Record ``folder``'s real path; False if it was seen before (a link loop, or two links to one folder)."""
-    real = os.path.realpath(folder)
-    if real in seen:
-        return False
-    seen.add(real)
-    return True
+def _loops_back(folder: Path) -> bool:
+    """``folder`` is a link to its own parent or a folder above it: following it would never end."""
+    target, parent = Path(os.path.realpath(folder)), Path(os.path.realpath(folder.parent))
+    return folder.is_symlink() and (target == parent or target in parent.parents)
 
 
 _DETECTORS: dict[CropParams, FaceDetector] = {}  # one detector per worker process and params
