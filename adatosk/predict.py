@@ -153,7 +153,8 @@ def track_video(path: str | Path, *, num_frames: int, stride: int = 4, hop: int 
     def sampled_frames() -> Iterator[np.ndarray]:
         nonlocal count
         last = None
-        for t, frame in enumerate(iter_video(path)):
+        # RGB for every stride-th frame, and for all frames a short video (which pads with its last) can have
+        for t, frame in enumerate(iter_video(path, wanted=lambda t: t % stride == 0 or t < num_frames * stride)):
             if t % stride == 0:
                 kept.append(t)
                 yield frame
@@ -180,7 +181,7 @@ def window_crops(faces: VideoFaces, windows: list[Window], img_size: int, crop_s
     box_of = dict(zip(faces.sampled.tolist(), faces.boxes))
     needed = set(np.concatenate([w.frames for w in windows]).tolist()) if windows else set()
     held: dict[int, np.ndarray] = {}
-    frames = iter_video(faces.path)
+    frames = iter_video(faces.path, wanted=needed.__contains__)
     for t, frame in enumerate(frames):
         if not batches:
             break

@@ -55,7 +55,7 @@ def test_file_the_first_decoder_cannot_read_is_read_by_the_next(monkeypatch):
     expected = read_video(DATA / "single_face.mp4")
     calls = []
 
-    def failing(path):
+    def failing(path, wanted):
         calls.append(path)
         raise RuntimeError("unsupported codec")
 
@@ -101,6 +101,17 @@ def test_video_is_decoded_as_a_stream_of_frames():
     assert count == 72 and peak < 4 * frame_bytes
 
 
+@pytest.mark.parametrize("decoder", ["pyav", "decord", "opencv"])
+def test_only_the_wanted_frames_are_converted(monkeypatch, decoder):
+    from adatosk.data import video
+
+    expected = read_video(DATA / "single_face.mp4")
+    monkeypatch.setattr(video, "DECODERS", tuple(d for d in video.DECODERS if d[0] == decoder))
+    frames = list(iter_video(DATA / "single_face.mp4", wanted=lambda t: t % 4 == 0))
+    assert len(frames) == 72 and all((frame is None) == bool(t % 4) for t, frame in enumerate(frames))
+    assert np.abs(np.stack(frames[::4]).astype(int) - expected[::4]).mean() < 3.0
+
+
 def test_video_damaged_in_the_middle_is_refused_not_shortened(tmp_path):
     """20 KB zeroed in the middle of an H.264 file: the decoder stops after 32 of its 72 frames."""
     data = bytearray((DATA / "single_face.mp4").read_bytes())
@@ -119,11 +130,11 @@ def test_video_ending_short_of_its_frames_is_refused(monkeypatch):
     from adatosk.data import video
 
     whole = video.DECODERS[0][1]
-    monkeypatch.setattr(video, "DECODERS", (("quiet", lambda path: itertools.islice(whole(path), 30)),))
+    monkeypatch.setattr(video, "DECODERS", (("quiet", lambda path, wanted: itertools.islice(whole(path, wanted), 30)),))
     with pytest.raises(VideoDecodeError, match="only 30 of the 72 frames its container holds") as info:
         read_video(DATA / "single_face.mp4")
     assert str(DATA / "single_face.mp4") in str(info.value)
-    monkeypatch.setattr(video, "DECODERS", (("quiet", lambda path: itertools.islice(whole(path), 71)),))
+    monkeypatch.setattr(video, "DECODERS", (("quiet", lambda path, wanted: itertools.islice(whole(path, wanted), 71)),))
     assert len(read_video(DATA / "single_face.mp4")) == 71  # within the tolerance of a container's count
     assert expected_frames(DATA / "no_face.mp4") == 95
 

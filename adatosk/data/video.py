@@ -14,6 +14,7 @@ have a gap. Frame folders are written whole or not at all (:func:`atomic_directo
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import re
@@ -106,46 +107,58 @@ def _existing_video(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _frames_pyav(path: Path) -> Iterator[np.ndarray]:
+def _every_frame(t: int) -> bool:
+    return True
+
+
+def _frames_pyav(path: Path, wanted: Callable[[int], bool]) -> Iterator[np.ndarray | None]:
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+        for t, frame in enumerate(container.decode(stream)):
+            yield frame.to_ndarray(format="rgb24") if wanted(t) else None
 
 
-def _frames_decord(path: Path) -> Iterator[np.ndarray]:
+def _frames_decord(path: Path, wanted: Callable[[int], bool]) -> Iterator[np.ndarray | None]:
     import decord
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     for t in range(len(reader)):
-        yield reader[t].asnumpy()
+        yield reader[t].asnumpy() if wanted(t) else None
 
 
-def _frames_opencv(path: Path) -> Iterator[np.ndarray]:
+def _frames_opencv(path: Path, wanted: Callable[[int], bool]) -> Iterator[np.ndarray | None]:
     capture = cv2.VideoCapture(str(path))
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
+        for t in itertools.count():
+            if not capture.grab():
                 return
+            if not wanted(t):
+                yield None
+                continue
+            ok, frame = capture.retrieve()
+            if not ok:
+                raise ValueError(f"cannot retrieve frame {t}")
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     finally:
         capture.release()
 
 
-# Tried in this order; the first that decodes a frame is used for the whole video.
-DECODERS: tuple[tuple[str, Callable[[Path], Iterator[np.ndarray]]], ...] = (
+# Tried in this order; the first that decodes a frame is used for the whole video. A decoder takes the file and
+# which frames (by index) to convert to RGB arrays; it yields None for the others, decoded but not converted.
+DECODERS: tuple[tuple[str, Callable[[Path, Callable[[int], bool]], Iterator[np.ndarray | None]]], ...] = (
     ("pyav", _frames_pyav),
     ("decord", _frames_decord),
     ("opencv", _frames_opencv),
 )
 
 
-def iter_video(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
-    """The frames of a video file in order, one at a time: uint8 RGB ``[H, W, 3]`` (PyAV, else decord, else OpenCV).
+def iter_video(path: str | os.PathLike[str],
+               wanted: Callable[[int], bool] = _every_frame) -> Iterator[np.ndarray | None]:
+    """The frames of a video file in order, one at a time: uint8 RGB ``[H, W, 3]`` (PyAV, else decord, else OpenCV);
+    None for a frame whose index ``wanted`` refuses (every frame is decoded, only the wanted are converted to RGB).
 
     Memory holds one frame (and the decoder's own few), whatever the length of the video. A decoder that fails
     before its first frame hands over to the next; a failure after it, or a video that ends more than
@@ -156,10 +169,10 @@ def iter_video(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
     for name, frames in DECODERS:
         count = 0
         try:
-            for frame in frames(path):
-                if frame.ndim != 3 or frame.shape[-1] != 3:
+            for frame in frames(path, wanted):
+                if frame is not None and (frame.ndim != 3 or frame.shape[-1] != 3):
                     raise ValueError(f"decoded an array of shape {list(frame.shape)}")
-                yield np.ascontiguousarray(frame, dtype=np.uint8)
+                yield None if frame is None else np.ascontiguousarray(frame, dtype=np.uint8)
                 count += 1
         except Exception as error:  # each backend has its own error types; the next backend gets its chance
             complaint = f"{name}: {type(error).__name__}: {str(error).strip()[:200]}"
