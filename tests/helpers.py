@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from adatosk.config import load_config, to_container
-from adatosk.data.classes import CLASS_NAMES
+from adatosk.data.classes import CLASS_NAMES, DFER_CLIP_CLASS_NAMES, class_names
 from adatosk.data.video import read_video, write_video
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import save_model
@@ -63,3 +63,8 @@ def peak_numpy_bytes(function: Callable[[], Any]) -> tuple[Any, int]:
         return result, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def from_dfer_clip_label(layout: str, label: int) -> int:
+    """DFER-CLIP's 0-based label -> our 0-based label of the same class (the inverse of to_dfer_clip_label)."""
+    return class_names(layout).index(DFER_CLIP_CLASS_NAMES[layout][label])
