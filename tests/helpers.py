@@ -68,3 +68,12 @@ def peak_numpy_bytes(function: Callable[[], Any]) -> tuple[Any, int]:
 def from_dfer_clip_label(layout: str, label: int) -> int:
     """DFER-CLIP's 0-based label -> our 0-based label of the same class (the inverse of to_dfer_clip_label)."""
     return class_names(layout).index(DFER_CLIP_CLASS_NAMES[layout][label])
+
+
+def damaged_video(path: Path) -> Path:
+    """single_face.mp4 with 20 KB zeroed in its middle: FFmpeg's decoder gives up after 32 of its 72 frames."""
+    data = bytearray((DATA / "single_face.mp4").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 20_000] = bytes(20_000)
+    path.write_bytes(bytes(data))
+    return path

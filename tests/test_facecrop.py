@@ -355,6 +355,20 @@ def test_command_fails_naming_an_undecodable_video_after_cropping_the_others(tmp
     assert (tmp_path / "cache" / "face.npy").exists() and not (tmp_path / "cache" / "broken.npy").exists()
 
 
+def test_damaged_video_fails_instead_of_cropping_its_first_half(tmp_path, capsys):
+    from helpers import damaged_video
+
+    videos = tmp_path / "root" / "videos"
+    videos.mkdir(parents=True)
+    damaged_video(videos / "damaged.mp4")
+    code, out, err = _face_crop(capsys, f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache'}",
+                                "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos",
+                                "data.frames_dir=faces")
+    assert code == 1 and "0 ok" in out and "1 failed" in out
+    assert err.startswith(f"adatosk face-crop: {videos / 'damaged.mp4'}: the video is damaged: decoding failed after")
+    assert not (tmp_path / "cache" / "damaged.npy").exists() and not (tmp_path / "root" / "faces" / "damaged").exists()
+
+
 def test_stage_removes_a_killed_runs_temporaries_and_refuses_a_second_run_on_its_cache(tmp_path, capsys):
     from adatosk.io import locked_directory
 

@@ -13,6 +13,7 @@ from helpers import (
     CLASSES,
     IMG_SIZE,
     NUM_FRAMES,
+    damaged_video,
     looped_face_video,
     peak_numpy_bytes,
     spliced_face_video,
@@ -148,6 +149,13 @@ def test_predict_table_continues_past_an_unreadable_video(capsys, checkpoint, tm
     assert rows[0][:2] == ["0", "0-31"] and rows[-2][1].endswith("-71") and rows[-1][:2] == ["video", "0-71"]
     for row in rows:
         assert sum(float(p) for p in row[-1 - len(CLASSES):-1]) == pytest.approx(1.0, abs=5e-3)
+
+
+def test_damaged_video_is_unreadable_not_shortened(capsys, checkpoint, tmp_path):
+    video = damaged_video(tmp_path / "damaged.mp4")
+    code, out, err = run(capsys, str(video), "--checkpoint", str(checkpoint))
+    assert code == 4 and out == "" and "Traceback" not in err
+    assert f"{video}: cannot read the video" in err and "the video is damaged" in err
 
 
 def test_no_face_exits_with_a_message(capsys, checkpoint):

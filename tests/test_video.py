@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import damaged_video
 
 from adatosk.data.video import (
     VideoDecodeError,
@@ -114,11 +115,7 @@ def test_only_the_wanted_frames_are_converted(monkeypatch, decoder):
 
 def test_video_damaged_in_the_middle_is_refused_not_shortened(tmp_path):
     """20 KB zeroed in the middle of an H.264 file: the decoder stops after 32 of its 72 frames."""
-    data = bytearray((DATA / "single_face.mp4").read_bytes())
-    middle = len(data) // 2
-    data[middle:middle + 20_000] = bytes(20_000)
-    damaged = tmp_path / "damaged.mp4"
-    damaged.write_bytes(bytes(data))
+    damaged = damaged_video(tmp_path / "damaged.mp4")
     with pytest.raises(VideoDecodeError, match="the video is damaged") as info:
         read_video(damaged)
     assert str(damaged) in str(info.value)

@@ -104,7 +104,6 @@ def clip_id_of(path: Path, root: Path) -> str:
     return (relative.with_suffix("") if path.is_file() else relative).as_posix().replace("/", "_")
 
 
-
 def find_clips(root: Path, precropped: bool) -> dict[str, Path]:
     """clip id -> frame folder (``precropped``: every folder under ``root`` holding frame images) or video file.
     Links to folders are followed, except a link back to a folder above it (a loop)."""
