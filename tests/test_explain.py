@@ -18,16 +18,8 @@ from adatosk.config import load_config
 from adatosk.data.cache import pack_clip
 from adatosk.data.manifest import write_manifest
 from adatosk.evaluate import view_masks
-from adatosk.explain import (
-    ACTIVATED,
-    ROWS,
-    FigureLayout,
-    explain_clip,
-    safe_stem,
-    trace_soft_mask,
-    unnormalize,
-    write_explanation,
-)
+from adatosk.explain import explain_clip, safe_stem, trace_soft_mask, write_explanation
+from adatosk.explain_figure import ACTIVATED, ROWS, FigureLayout, unnormalize
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import load_model, save_model
 
