@@ -5,57 +5,57 @@ CS soft mask ``M_cs`` (Eq. 11; excluded tokens black), the CA soft mask ``M_ca``
 Eq. 5 framed in red, ranked by their frame difference) and the final ``M_s`` (Eq. 12). A token is a tube of
 ``tubelet_size`` frames x ``patch x patch`` pixels: its value is painted on that patch of every frame of its slot.
 Positions hidden by the tube mask are shown grey. Each mask row is coloured (viridis) from the lowest to the
-highest value of the row, printed beside it. A JSON next to the PNG holds the numbers: per-slot CA frame
-differences, the activated slots, the excluded tokens per slot, every token's values and the prediction.
+highest value of the row, printed beside it (drawn by :mod:`adatosk.explain_figure`). A JSON next to the PNG holds
+the numbers: per-slot CA frame differences, the activated slots, the excluded tokens per slot, every token's values
+and the prediction. Output names are the video's name or the clip id made a safe file name inside ``--out``.
 
 The model's intermediates come from its public methods (``forward_features``, ``forward_head``) and forward
 hooks on its CA and CS modules; nothing in the model changes. Clips come from a video (the sliding window
-``--window`` of ``adatosk predict``) or from the test split of the run config's fold (``--manifest-clip CLIP_ID``,
-``--per-class N``: the test view ``--window`` of the clip as ``adatosk evaluate`` loads it, under its first seeded
-mask view).
+``--window`` of ``adatosk predict``, with predict's face rule and its probabilities averaged over the seeded mask
+views) or from the test split of the run config's fold (``--manifest-clip CLIP_ID``, ``--per-class N``: the test
+view ``--window`` of the clip as ``adatosk evaluate`` loads it, under its first seeded mask view).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import math
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
-from matplotlib import colormaps
-from PIL import Image, ImageDraw, ImageFont
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from PIL import Image
 from torch import nn
 
 from adatosk.cli import add_config_arguments
 from adatosk.config import load_config
 from adatosk.data.cache import CorruptClipError
 from adatosk.data.dataset import ClipReadError
-from adatosk.data.facecrop import NoFaceError
+from adatosk.data.faces import CropParams
+from adatosk.data.tracking import NoFaceError
 from adatosk.data.video import VideoDecodeError
 from adatosk.evaluate import load_test_split, mask_views_of, view_masks
+from adatosk.explain_figure import MIN_CELL, FigureLayout, render, unnormalize
 from adatosk.io import write_bytes_atomic, write_json_atomic
 from adatosk.mask_stats import soft_mask_hooks
 from adatosk.models.adatosk import AdaTosk
 from adatosk.models.checkpoint import load_model
-from adatosk.models.soft_mask import frame_difference
-from adatosk.predict import (EXIT_BAD_CHECKPOINT, EXIT_NO_FACE, EXIT_UNREADABLE, face_frames, plan_windows,
-                             sampling_stride, window_clip)
+from adatosk.models.soft_mask import frame_difference, semantic_activation
+from adatosk.predict import (
+    EXIT_BAD_CHECKPOINT,
+    EXIT_NO_FACE,
+    EXIT_UNREADABLE,
+    classify_windows,
+    sampling_stride,
+    track_video,
+    window_clip,
+    window_crops,
+)
 from adatosk.train.distributed import resolve_device
-
-ROWS = ("frames", "A (Eq. 10)", "M_cs (Eq. 11)", "M_ca (Eq. 7)", "M_s (Eq. 12)")
-MARGIN, LABEL_WIDTH, HEADER, FOOTER = 8, 124, 18, 48   # pixels; the footer: 3 lines of text
-FRAME_GAP, SLOT_GAP, ROW_GAP = 1, 6, 4                # between the frames of a slot, between slots, between rows
-MIN_CELL = 96                                          # a frame is drawn at least this large (a multiple of the grid)
-BORDER = 3                                             # width of the red frame around activated slots
-MASKED_GREY = 170                                      # hard-masked patches: the frame's luminance pulled to this grey
-ACTIVATED = (230, 30, 30)
 
 
 @dataclass
@@ -96,7 +96,7 @@ def trace_soft_mask(model: nn.Module, clip: torch.Tensor, visible: torch.Tensor 
     def numpy(x: torch.Tensor | None) -> np.ndarray | None:
         return None if x is None else x[0].float().cpu().numpy()
 
-    semantic = (z.float().abs() * model.head.channel_weights().float()).sum(-1)  # A [1, T', N_v], Eq. 10
+    semantic = semantic_activation(z, model.head.channel_weights())  # A [1, T', N_v]
     activated = difference = None
     if "ca" in captured:
         (z_ca, class_probs), _ = captured["ca"]
@@ -109,142 +109,6 @@ def trace_soft_mask(model: nn.Module, clip: torch.Tensor, visible: torch.Tensor 
         m_cs=numpy(captured["cs"][1][0]) if "cs" in captured else None, m_s=numpy(m_s),
         activated=None if activated is None else activated.astype(np.int64), frame_difference=difference,
     )
-
-
-@dataclass(frozen=True)
-class FigureLayout:
-    """Pixel geometry of the figure: ``len(ROWS)`` rows of ``num_frames`` square cells of side ``cell``."""
-
-    num_frames: int
-    tubelet_size: int
-    grid: int           # patches per side of a frame
-    cell: int           # side of a cell, a multiple of grid
-
-    @classmethod
-    def create(cls, num_frames: int, tubelet_size: int, grid: int, min_cell: int = MIN_CELL) -> FigureLayout:
-        return cls(num_frames, tubelet_size, grid, grid * math.ceil(min_cell / grid))
-
-    @property
-    def num_slots(self) -> int:
-        return self.num_frames // self.tubelet_size
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of the image in pixels."""
-        width = (2 * MARGIN + LABEL_WIDTH + self.num_frames * self.cell
-                 + (self.num_frames - self.num_slots) * FRAME_GAP + (self.num_slots - 1) * SLOT_GAP)
-        height = 2 * MARGIN + HEADER + len(ROWS) * self.cell + (len(ROWS) - 1) * ROW_GAP + FOOTER
-        return width, height
-
-    def cell_box(self, row: int, frame: int) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1), end exclusive, of the cell of ``frame`` in ``row``."""
-        slot = frame // self.tubelet_size
-        x0 = MARGIN + LABEL_WIDTH + frame * self.cell + (frame - slot) * FRAME_GAP + slot * SLOT_GAP
-        y0 = MARGIN + HEADER + row * (self.cell + ROW_GAP)
-        return x0, y0, x0 + self.cell, y0 + self.cell
-
-
-def unnormalize(clip: torch.Tensor) -> np.ndarray:
-    """ImageNet-normalised ``[3, T, H, W]`` -> uint8 RGB ``[T, H, W, 3]``."""
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None, None]
-    std = torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None, None]
-    pixels = (clip.detach().float().cpu() * std + mean).clamp(0, 1) * 255
-    return pixels.round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
-
-
-def token_grid(values: np.ndarray, positions: np.ndarray, grid: int) -> np.ndarray:
-    """Token values ``[..., N_v]`` -> ``[..., grid, grid]`` patch maps, NaN on the hard-masked positions."""
-    full = np.full(values.shape[:-1] + (grid * grid,), np.nan)
-    full[..., positions] = values
-    return full.reshape(values.shape[:-1] + (grid, grid))
-
-
-def _colour(values: np.ndarray, low: float, high: float, cmap: str) -> np.ndarray:
-    """``values`` -> float RGB in [0, 1] through a matplotlib colormap over ``[low, high]``."""
-    scaled = np.clip((values - low) / (high - low), 0, 1) if high - low > 1e-6 else np.full(values.shape, 0.5)
-    return colormaps[cmap](np.nan_to_num(scaled))[..., :3]
-
-
-def _greyed(frame: np.ndarray) -> np.ndarray:
-    """A hard-masked patch: the frame's luminance pulled towards MASKED_GREY (R = G = B), float [0, 1]."""
-    luminance = frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255
-    return np.repeat((0.4 * luminance + 0.6 * MASKED_GREY / 255)[..., None], 3, axis=-1)
-
-
-def render_cell(frame: np.ndarray, patch_map: np.ndarray, excluded: np.ndarray | None, low: float, high: float,
-                *, cmap: str = "viridis", alpha: float = 0.75) -> np.ndarray:
-    """One cell, uint8 ``[S, S, 3]`` for a frame ``[S, S, 3]`` (S a multiple of the grid): the patch values
-    ``[grid, grid]`` coloured over the frame at opacity ``alpha``, hard-masked patches (NaN) greyed and ``excluded``
-    patches (``[grid, grid]`` bool) black."""
-    scale = frame.shape[0] // patch_map.shape[0]
-    upsample = lambda a: a.repeat(scale, axis=0).repeat(scale, axis=1)  # noqa: E731  # [grid, grid] -> [S, S]
-    base = frame.astype(np.float64) / 255
-    out = alpha * _colour(upsample(patch_map), low, high, cmap) + (1 - alpha) * base
-    out = np.where(upsample(np.isnan(patch_map))[..., None], _greyed(frame), out)
-    if excluded is not None:
-        out[upsample(excluded)] = 0.0
-    return (out * 255).round().astype(np.uint8)
-
-
-def _range(values: np.ndarray | None, valid: np.ndarray) -> tuple[float, float]:
-    if values is None or not valid.any():
-        return 0.0, 1.0
-    return float(values[valid].min()), float(values[valid].max())
-
-
-def render(frames: np.ndarray, trace: SoftMaskTrace, layout: FigureLayout, *, frame_labels: list[str],
-           footer: list[str]) -> np.ndarray:
-    """The figure, uint8 RGB ``[height, width, 3]``: frames ``[T, H, W, 3]`` uint8 and the trace of their clip."""
-    width, height = layout.size
-    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-    cells = np.stack([cv2.resize(f, (layout.cell, layout.cell), interpolation=cv2.INTER_LINEAR) for f in frames])
-    kept = ~trace.excluded
-    everywhere = np.ones_like(kept)
-    # (values, valid tokens for the colour range, tokens drawn black, colormap, alpha)
-    rows = [(None, everywhere, None, "", 0.0),  # the frames
-            (trace.semantic, everywhere, None, "jet", 0.5),
-            (trace.m_cs, kept, trace.excluded, "viridis", 0.75),
-            (trace.m_ca, everywhere, None, "viridis", 0.75),
-            (trace.m_s, kept, trace.excluded, "viridis", 0.75)]
-    labels = []
-    for r, (values, valid, black, cmap, alpha) in enumerate(rows):
-        low, high = _range(values, valid)
-        labels.append("" if r == 0 else "not in this variant" if values is None else f"[{low:.3g}, {high:.3g}]")
-        maps = None if values is None else token_grid(values, trace.positions, layout.grid)  # [T', g, g]
-        blacks = None if black is None else token_grid(black.astype(float), trace.positions, layout.grid) == 1
-        for f in range(layout.num_frames):
-            s = f // layout.tubelet_size
-            if r == 0:
-                pixels = cells[f]
-            elif maps is None:  # not in this variant
-                pixels = (_greyed(cells[f]) * 255).round().astype(np.uint8)
-            else:
-                pixels = render_cell(cells[f], maps[s], None if blacks is None else blacks[s], low, high, cmap=cmap,
-                                     alpha=alpha)
-            x0, y0, x1, y1 = layout.cell_box(r, f)
-            canvas[y0:y1, x0:x1] = pixels
-
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    for r, name in enumerate(ROWS):
-        _, y0, _, _ = layout.cell_box(r, 0)
-        draw.text((MARGIN, y0 + layout.cell // 2 - 12), name, fill=(0, 0, 0), font=font)
-        draw.text((MARGIN, y0 + layout.cell // 2 + 2), labels[r], fill=(90, 90, 90), font=font)
-    for f, text in enumerate(frame_labels):
-        x0, y0, x1, _ = layout.cell_box(0, f)
-        draw.text(((x0 + x1) // 2, y0 - 3), text, fill=(0, 0, 0), font=font, anchor="mb")
-    for rank, slot in enumerate([] if trace.activated is None else trace.activated.tolist()):
-        x0, y0, _, _ = layout.cell_box(3, slot * layout.tubelet_size)
-        _, _, x1, y1 = layout.cell_box(3, (slot + 1) * layout.tubelet_size - 1)
-        draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=ACTIVATED, width=BORDER)
-        tag = (x0 + BORDER + 2, y0 + BORDER + 2)
-        draw.rectangle(draw.textbbox(tag, f"#{rank + 1}", font=font), fill=(255, 255, 255))
-        draw.text(tag, f"#{rank + 1}", fill=ACTIVATED, font=font)
-    _, _, _, bottom = layout.cell_box(len(ROWS) - 1, 0)
-    for i, line in enumerate(footer):
-        draw.text((MARGIN, bottom + 6 + 14 * i), line, fill=(0, 0, 0), font=font)
-    return np.asarray(image)
 
 
 def summarise(trace: SoftMaskTrace, class_names: list[str], tubelet_size: int, grid: int) -> dict[str, Any]:
@@ -282,11 +146,14 @@ class Explanation:
 
 
 def explain_clip(model: nn.Module, clip: torch.Tensor, *, visible: torch.Tensor | None = None,
-                 class_names: list[str] | None = None, frame_labels: list[str] | None = None, caption: str = "",
-                 min_cell: int = MIN_CELL) -> Explanation:
+                 probs: np.ndarray | None = None, class_names: list[str] | None = None,
+                 frame_labels: list[str] | None = None, caption: str = "", min_cell: int = MIN_CELL) -> Explanation:
     """Fig. 3 for one already loaded clip (ImageNet-normalised ``[3, T, H, W]``, as the loader yields a view);
-    ``caption`` (e.g. the clip and its label) is the footer's first line."""
+    ``probs`` [K] (e.g. averaged over mask views, as predict reports them) replaces the probabilities under the
+    drawn mask in the prediction; ``caption`` (e.g. the clip and its label) is the footer's first line."""
     trace = trace_soft_mask(model, clip, visible)
+    if probs is not None:
+        trace = replace(trace, probs=np.asarray(probs))
     patch = model.encoder.patch_embed
     grid = patch.img_size // patch.patch_size
     class_names = class_names or [str(k) for k in range(len(trace.probs))]
@@ -302,10 +169,19 @@ def explain_clip(model: nn.Module, clip: torch.Tensor, *, visible: torch.Tensor 
     return Explanation(image, layout, trace, dict(summary, image_size=list(layout.size)))
 
 
-def write_explanation(explanation: Explanation, out_dir: Path, stem: str, extra: dict[str, Any]) -> Path:
-    """``out_dir/stem.png`` and ``out_dir/stem.json`` (atomic); returns the PNG's path."""
+def safe_stem(name: str) -> str:
+    """``name`` (a clip id or video name, from data) as a file name that stays in its folder: characters other than
+    letters, digits, ``.``, ``_`` and ``-`` (a ``/`` included) become ``_``, and leading dots go (no ``..``, no
+    hidden file)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "clip"
+
+
+def write_explanation(explanation: Explanation, out_dir: Path, name: str, extra: dict[str, Any]) -> Path:
+    """``out_dir/STEM.png`` and ``out_dir/STEM.json`` (atomic; STEM: :func:`safe_stem` of ``name``); returns the
+    PNG's path."""
     buffer = io.BytesIO()
     Image.fromarray(explanation.image).save(buffer, format="PNG")
+    stem = safe_stem(name)
     png = out_dir / f"{stem}.png"
     write_bytes_atomic(png, buffer.getvalue())
     write_json_atomic(out_dir / f"{stem}.json", dict(extra, image=png.name, **explanation.summary))
@@ -319,7 +195,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, metavar="DIR",
                         help="a save_model directory (required with VIDEO; from the manifest default "
                              "run_dir/checkpoint/last)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="where to write STEM.png and STEM.json")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="where to write STEM.png and STEM.json (STEM: the video's name or the clip id, with "
+                             "characters other than letters, digits, '.', '_' and '-' replaced by '_')")
     parser.add_argument("--window", type=int, default=0, metavar="K",
                         help="VIDEO: the K-th sliding window of `adatosk predict`; --manifest-clip: the K-th test view")
     parser.add_argument("--manifest-clip", action="append", default=[], metavar="CLIP_ID",
@@ -329,25 +207,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--stride-frames", type=int, default=None, metavar="S", help="VIDEO: as `adatosk predict`")
     parser.add_argument("--hop-frames", type=int, default=None, metavar="H", help="VIDEO: as `adatosk predict`")
-    parser.add_argument("--mask-seed", type=int, default=0, help="VIDEO: seed of the tube mask (as predict)")
+    parser.add_argument("--mask-views", type=int, default=2,
+                        help="VIDEO: seeded tube masks whose probabilities are averaged (as predict; the figure shows "
+                             "the first)")
+    parser.add_argument("--mask-seed", type=int, default=0, help="VIDEO: seed of the tube masks (as predict)")
     add_config_arguments(parser)
 
 
 def explain_video(model: nn.Module, meta: dict, video: str, window: int, out_dir: Path, *, stride: int = 4,
-                  hop: int | None = None, mask_seed: int = 0) -> Path:
-    """Window ``window`` of ``adatosk predict``'s windows of ``video``, under its first mask view."""
-    frames, _ = face_frames(video, int(meta["model_cfg"]["img_size"]))
-    windows = plan_windows(len(frames), num_frames=int(meta["model_cfg"]["num_frames"]), stride=stride, hop=hop)
-    if not 0 <= window < len(windows):
-        raise IndexError(f"{video} has {len(windows)} windows (0..{len(windows) - 1}), --window {window} is not one")
-    chosen = windows[window]
+                  hop: int | None = None, mask_views: int = 2, mask_seed: int = 0) -> Path:
+    """Window ``window`` of ``adatosk predict``'s windows of ``video``, drawn under its first mask view. Its face
+    and probabilities are predict's: a window without a face is refused (``NoFaceError``) as predict leaves it
+    unclassified, and the probabilities are averaged over the ``mask_views`` seeded views."""
+    cfg = meta["model_cfg"]
+    faces = track_video(video, num_frames=int(cfg["num_frames"]), stride=stride, hop=hop, crop_params=CropParams())
+    if not 0 <= window < len(faces.windows):
+        raise IndexError(f"{video} has {len(faces.windows)} windows (0..{len(faces.windows) - 1}), --window {window} "
+                         "is not one")
+    chosen = faces.windows[window]
+    fraction = faces.face_fraction(chosen)
+    if fraction < faces.min_fraction:
+        raise NoFaceError(f"window {window} has the face in {fraction:.0%} of its frames (at least "
+                          f"{faces.min_fraction:.0%} needed, as `adatosk predict` classifies a window)", fraction)
+    (_, crops), = window_crops(faces, [chosen], int(cfg["img_size"]), CropParams().size, batch_size=1)
     device = next(model.parameters()).device
-    explanation = explain_clip(model, window_clip(frames, chosen), class_names=list(meta["class_names"]),
-                               visible=view_masks(model, torch.tensor([window]), 0, mask_seed, device),
+    (probs,) = classify_windows(model, crops, [chosen], mask_views=mask_views, mask_seed=mask_seed, device=device)
+    explanation = explain_clip(model, window_clip(crops, chosen), class_names=list(meta["class_names"]),
+                               visible=view_masks(model, torch.tensor([window]), 0, mask_seed, device), probs=probs,
                                frame_labels=[f"f{i}" for i in chosen.frames],
                                caption=f"{Path(video).name}, window {window}")
     extra = {"source": str(video), "window": window, "frames": chosen.frames.tolist(),
-             "start_frame": chosen.start_frame, "end_frame": chosen.end_frame}
+             "start_frame": chosen.start_frame, "end_frame": chosen.end_frame, "face_fraction": round(fraction, 4),
+             "mask_views": mask_views_of(model.eval_mask_ratio, mask_views), "mask_seed": mask_seed}
     return write_explanation(explanation, out_dir, f"{Path(video).stem}_w{window}", _with_model(extra, meta))
 
 
@@ -422,7 +313,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             written = [explain_video(model, meta, args.video, args.window, out_dir,
                                      stride=sampling_stride(meta, args.stride_frames),
-                                     hop=args.hop_frames, mask_seed=args.mask_seed)]
+                                     hop=args.hop_frames, mask_views=args.mask_views, mask_seed=args.mask_seed)]
     except NoFaceError as error:
         return fail(f"{args.video}: no face found ({error})", EXIT_NO_FACE)
     except (VideoDecodeError, CorruptClipError, ClipReadError, FileNotFoundError, IsADirectoryError) as error:

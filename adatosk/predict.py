@@ -1,8 +1,8 @@
 """The ``adatosk predict`` command: classify the facial expressions of raw videos with a trained checkpoint.
 
 Each video is decoded, its main face tracked and cropped by the face-crop stage's code
-(:func:`adatosk.data.facecrop.crop_face_track`), and cut into sliding windows that are the test loader's temporal
-views (:func:`adatosk.data.sampling.test_indices`): ``num_frames`` frames taken every ``stride`` frames, one window
+(:mod:`adatosk.data.tracking`), and cut into sliding windows that are the test loader's temporal views
+(:func:`adatosk.data.sampling.test_indices`): ``num_frames`` frames taken every ``stride`` frames, one window
 spanning ``num_frames * stride`` frames, consecutive windows at most ``hop`` frames apart, the first starting on
 frame 0 and the last ending on the video's last frame; a video shorter than one window is padded with its last
 frame. Frames are resized to the model's ``img_size`` and ImageNet-normalised as the test loader does. Each window
@@ -10,10 +10,12 @@ is classified in eval mode under ``mask_views`` tube masks seeded by ``(mask_see
 code's :func:`adatosk.evaluate.view_masks`); the softmax outputs of its views are averaged, and the video's
 probabilities are the mean over its windows.
 
-Only the frames the windows sample are tracked and cropped (a stride-th of the video). A face need not be in every
-frame: a window is classified when the main face track was detected in at least ``1 - data.face_crop.max_missing``
-(half) of its frames; the others are listed as without a face, and the video's probabilities are the mean over the
-windows with a face.
+Only the frames the windows sample are tracked and cropped (a stride-th of the video). The video is decoded twice as
+a stream (:func:`track_video` keeps the face boxes only; :func:`window_crops` crops window by window), so memory is
+bounded by a batch of windows, not by the length of the video. A face need not be in every frame: a window is
+classified when the main face track was detected in at least ``1 - data.face_crop.max_missing`` (half) of its
+frames; the others are listed as without a face, and the video's probabilities are the mean over the windows with a
+face. ``adatosk explain`` draws a window with the same definitions (:class:`VideoFaces`, :func:`classify_windows`).
 
 Exit status: 0 when every video was classified; 3 when no window of a video has a face; 4 when a video cannot be
 read; 2 when the checkpoint cannot be loaded. The other videos are still classified.
@@ -27,6 +29,7 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -36,10 +39,11 @@ import torch
 from torch import nn
 
 from adatosk.data.cache import CorruptClipError
-from adatosk.data.facecrop import CropParams, NoFaceError, crop_face_track
+from adatosk.data.faces import CropParams
 from adatosk.data.sampling import test_indices
+from adatosk.data.tracking import NoFaceError, crop_square, track_faces
 from adatosk.data.transforms import normalize_clip, resize_clip
-from adatosk.data.video import VideoDecodeError, read_video, video_fps, write_video
+from adatosk.data.video import VideoDecodeError, iter_video, read_video, video_info, write_video
 from adatosk.evaluate import mask_views_of, view_masks
 from adatosk.models.checkpoint import load_model
 from adatosk.progress import machine_load
@@ -79,15 +83,16 @@ def plan_windows(n_frames: int, *, num_frames: int, stride: int = 4, hop: int | 
             for i, frames in enumerate(views)]
 
 
-def window_clip(frames: np.ndarray, window: Window) -> torch.Tensor:
-    """The model input of one window: ``frames`` uint8 ``[T_video, S, S, 3]`` (already at the model's img_size)
-    -> ImageNet-normalised ``[3, num_frames, S, S]``, as the test loader builds it."""
-    return normalize_clip(frames[window.frames])
+def window_clip(frames: np.ndarray | Mapping[int, np.ndarray], window: Window) -> torch.Tensor:
+    """The model input of one window: ``frames`` uint8 ``[S, S, 3]`` by frame index (an array ``[T_video, S, S, 3]``
+    or the crops :func:`window_crops` holds; already at the model's img_size) -> ImageNet-normalised
+    ``[3, num_frames, S, S]``, as the test loader builds it."""
+    return normalize_clip(np.stack([frames[int(t)] for t in window.frames]))
 
 
 @torch.inference_mode()
-def classify_windows(model: nn.Module, frames: np.ndarray, windows: list[Window], *, mask_views: int = 2,
-                     mask_seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
+def classify_windows(model: nn.Module, frames: np.ndarray | Mapping[int, np.ndarray], windows: list[Window], *,
+                     mask_views: int = 2, mask_seed: int = 0, batch_size: int = 8, device: torch.device | str = "cpu",
                      amp: Amp | None = None) -> np.ndarray:
     """Probabilities ``[W, K]`` of every window, averaged over the seeded mask views (the model in eval mode)."""
     model.eval()
@@ -109,30 +114,85 @@ def classify_windows(model: nn.Module, frames: np.ndarray, windows: list[Window]
     return torch.cat(probs).numpy()
 
 
-def face_frames(path: str | Path, img_size: int,
-                crop_params: CropParams | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Decode ``path``, crop its main face track and resize to ``img_size``: (uint8 ``[T, S, S, 3]``, ``[T]`` bool:
-    the face was detected in the frame). Raises ``VideoDecodeError`` / ``FileNotFoundError`` (unreadable) or
-    ``NoFaceError`` (the track misses more than ``crop_params.max_missing`` of the frames)."""
-    track = crop_face_track(read_video(path), crop_params)
-    return resize_clip(track.crops, img_size), track.detected
+@dataclass
+class VideoFaces:
+    """The sliding windows of a video and its main face in the frames they sample (boxes only, no pixels)."""
+
+    path: Path
+    n_frames: int
+    windows: list[Window]
+    sampled: np.ndarray       # [F] int64, ascending: the frames some window samples
+    boxes: np.ndarray         # [F, 4] crop boxes of the main face in those frames (cx, cy, side, side)
+    detected: np.ndarray      # [F] bool: the main face track was detected in the frame
+    min_fraction: float       # a window has a face when it is detected in this fraction of its frames
+
+    def face_fraction(self, window: Window) -> float:
+        """The fraction of the frames ``window`` samples (a padded frame counted each time) showing the face."""
+        return float(self.detected[np.searchsorted(self.sampled, window.frames)].mean())
+
+    @property
+    def with_face(self) -> list[Window]:
+        """The windows that are classified: those with the face in ``min_fraction`` of their frames."""
+        return [w for w in self.windows if self.face_fraction(w) >= self.min_fraction]
+
+    @property
+    def detected_fraction(self) -> float:
+        return float(self.detected.mean())
 
 
-def sampled_faces(video: np.ndarray, windows: list[Window], img_size: int,
-                  crop_params: CropParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Track and crop the main face in only the frames of ``video`` (uint8 ``[T, H, W, 3]``) that ``windows``
-    sample (``crop_params.detect_every`` counts these frames); no frame is refused.
+def track_video(path: str | Path, *, num_frames: int, stride: int = 4, hop: int | None = None,
+                crop_params: CropParams | None = None) -> VideoFaces:
+    """Decode ``path`` as a stream and track the main face in the frames its windows sample (every ``stride``-th
+    frame, and the last one when a short video is padded with it; ``crop_params.detect_every`` counts these
+    frames), keeping only the boxes: memory holds a few frames whatever the length. No frame is refused here;
+    ``NoFaceError`` if the face is in none of them."""
+    crop_params = crop_params or CropParams()
+    kept: list[int] = []
+    count = 0
 
-    Returns the crops resized to ``img_size``, uint8 ``[T, S, S, 3]`` (zero in the frames no window samples), and
-    ``[T]`` bool masks: the face was detected in the frame; a window samples the frame."""
-    sampled = np.zeros(len(video), bool)
-    sampled[np.concatenate([w.frames for w in windows])] = True
-    track = crop_face_track(video[sampled], replace(crop_params, max_missing=1.0))
-    frames = np.zeros((len(video), img_size, img_size, 3), np.uint8)
-    frames[sampled] = resize_clip(track.crops, img_size)
-    detected = np.zeros(len(video), bool)
-    detected[sampled] = track.detected
-    return frames, detected, sampled
+    def sampled_frames() -> Iterator[np.ndarray]:
+        nonlocal count
+        last = None
+        # RGB for every stride-th frame, and for all frames a short video (which pads with its last) can have
+        for t, frame in enumerate(iter_video(path, wanted=lambda t: t % stride == 0 or t < num_frames * stride)):
+            if t % stride == 0:
+                kept.append(t)
+                yield frame
+            last, count = frame, t + 1
+        if math.ceil(count / stride) < num_frames and (count - 1) % stride:  # the padding frame of a short video
+            kept.append(count - 1)
+            yield last
+
+    faces = track_faces(sampled_frames(), replace(crop_params, max_missing=1.0))
+    windows = plan_windows(count, num_frames=num_frames, stride=stride, hop=hop)
+    sampled = np.unique(np.concatenate([w.frames for w in windows]))
+    if not np.array_equal(sampled, kept):
+        raise RuntimeError(f"the windows of {path} sample other frames than were tracked")
+    return VideoFaces(Path(path), count, windows, sampled, faces.boxes, faces.detected,
+                      1.0 - crop_params.max_missing)
+
+
+def window_crops(faces: VideoFaces, windows: list[Window], img_size: int, crop_size: int,
+                 batch_size: int) -> Iterator[tuple[list[Window], dict[int, np.ndarray]]]:
+    """Decode ``faces.path`` again and yield ``windows`` (ordered by start) in batches of ``batch_size``, each with
+    the face crops of its frames: frame index -> uint8 ``[img_size, img_size, 3]`` (cropped at ``crop_size`` by the
+    face-crop stage's code, then resized as the cache is). Holds the crops of one batch of windows at a time."""
+    batches = [windows[start:start + batch_size] for start in range(0, len(windows), batch_size)]
+    box_of = dict(zip(faces.sampled.tolist(), faces.boxes))
+    needed = set(np.concatenate([w.frames for w in windows]).tolist()) if windows else set()
+    held: dict[int, np.ndarray] = {}
+    frames = iter_video(faces.path, wanted=needed.__contains__)
+    for t, frame in enumerate(frames):
+        if not batches:
+            break
+        if t in needed:
+            held[t] = resize_clip(crop_square(frame, box_of[t], crop_size)[None], img_size)[0]
+        while batches and int(batches[0][-1].frames.max()) <= t:
+            yield batches[0], held
+            batches.pop(0)
+            first = int(batches[0][0].frames[0]) if batches else t + 1
+            held = {k: crop for k, crop in held.items() if k >= first}
+    frames.close()
 
 
 def predict_video(model: nn.Module, meta: dict, path: str | Path, *, stride: int = 4, hop: int | None = None,
@@ -142,35 +202,34 @@ def predict_video(model: nn.Module, meta: dict, path: str | Path, *, stride: int
     ``probs`` None. Raises ``NoFaceError`` when no window has a face."""
     cfg = meta["model_cfg"]
     crop_params = crop_params or CropParams()
-    min_fraction = 1.0 - crop_params.max_missing
-    video = read_video(path)
-    windows = plan_windows(len(video), num_frames=int(cfg["num_frames"]), stride=stride, hop=hop)
-    frames, detected, sampled = sampled_faces(video, windows, int(cfg["img_size"]), crop_params)
-    face = [float(detected[w.frames].mean()) for w in windows]  # of the frames each window samples
-    with_face = [w for w, fraction in zip(windows, face) if fraction >= min_fraction]
-    fraction = float(detected[sampled].mean())
+    faces = track_video(path, num_frames=int(cfg["num_frames"]), stride=stride, hop=hop, crop_params=crop_params)
+    with_face = faces.with_face
     if not with_face:
-        raise NoFaceError(f"no window has the face in {min_fraction:.0%} of its frames (the face is in "
-                          f"{fraction:.0%} of the {int(sampled.sum())} sampled frames)", fraction)
-    probs = dict(zip((w.index for w in with_face),
-                     classify_windows(model, frames, with_face, mask_views=mask_views, mask_seed=mask_seed,
-                                      batch_size=batch_size, device=device, amp=amp)))
+        raise NoFaceError(f"no window has the face in {faces.min_fraction:.0%} of its frames (the face is in "
+                          f"{faces.detected_fraction:.0%} of the {len(faces.sampled)} sampled frames)",
+                          faces.detected_fraction)
+    probs: dict[int, np.ndarray] = {}
+    for batch, crops in window_crops(faces, with_face, int(cfg["img_size"]), crop_params.size, batch_size):
+        probs.update(zip((w.index for w in batch),
+                         classify_windows(model, crops, batch, mask_views=mask_views, mask_seed=mask_seed,
+                                          batch_size=batch_size, device=device, amp=amp)))
     names = list(meta["class_names"])
-    fps = video_fps(path)
+    fps = video_info(path).fps
 
     def seconds(frame: int) -> float | None:
         return None if fps is None else round(frame / fps, 3)
 
     mean = np.mean(list(probs.values()), axis=0)
     return {
-        "video": str(path), "n_frames": len(frames), "fps": fps, "detected_fraction": round(fraction, 4),
-        "face_windows": len(with_face),
+        "video": str(path), "n_frames": faces.n_frames, "fps": fps,
+        "detected_fraction": round(faces.detected_fraction, 4), "face_windows": len(with_face),
         "windows": [{"index": w.index, "start_frame": w.start_frame, "end_frame": w.end_frame,
                      "start_time": seconds(w.start_frame), "end_time": seconds(w.end_frame + 1),
-                     "frames": w.frames.tolist(), "face": w.index in probs, "face_fraction": round(fraction, 4),
+                     "frames": w.frames.tolist(), "face": w.index in probs,
+                     "face_fraction": round(faces.face_fraction(w), 4),
                      "probs": _named(names, probs[w.index]) if w.index in probs else None,
                      "pred": names[int(probs[w.index].argmax())] if w.index in probs else None}
-                    for w, fraction in zip(windows, face)],
+                    for w in faces.windows],
         "probs": _named(names, mean), "pred": names[int(mean.argmax())],
     }
 
@@ -228,16 +287,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def loop_video(path: str | Path, seconds: float, out: Path) -> Path:
     """``path`` repeated from its start until it lasts ``seconds``, written to ``out`` (at its frame rate)."""
     frames = read_video(path)
-    fps = video_fps(path) or 30.0
+    fps = video_info(path).fps or 30.0
     return write_video(out, frames[np.arange(round(seconds * fps)) % len(frames)], fps=round(fps))
 
 
 def benchmark(model: nn.Module, meta: dict, videos: list[str], seconds: float, repeat: int, **options: Any) -> str:
     """A Markdown table of the time :func:`predict_video` takes on each video looped to ``seconds`` (best of
-    ``repeat``), split into decode, face crop (with decode) and the rest (windows, model)."""
+    ``repeat``), split into decode, face tracking (with decode) and the rest (a second decode, crops, model)."""
     lines = [f"predict speed ({meta['model_cfg'].get('variant')} {meta.get('model')}, {torch.get_num_threads()} "
              f"torch threads, {machine_load()})", "",
-             "| video | seconds | frames | windows (with a face) | decode (s) | decode + face crop (s) | "
+             "| video | seconds | frames | windows (with a face) | decode (s) | decode + face tracking (s) | "
              "predict_video total (s) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as tmp:
         for video in videos:
@@ -245,13 +304,11 @@ def benchmark(model: nn.Module, meta: dict, videos: list[str], seconds: float, r
             times: dict[str, list[float]] = {"decode": [], "face": [], "total": []}
             for _ in range(repeat):
                 start = time.perf_counter()
-                read_video(looped)
+                sum(1 for _ in iter_video(looped))
                 times["decode"].append(time.perf_counter() - start)
                 start = time.perf_counter()
-                video_frames = read_video(looped)
-                windows = plan_windows(len(video_frames), num_frames=int(meta["model_cfg"]["num_frames"]),
-                                       stride=options["stride"], hop=options["hop"])
-                sampled_faces(video_frames, windows, int(meta["model_cfg"]["img_size"]), CropParams())
+                track_video(looped, num_frames=int(meta["model_cfg"]["num_frames"]), stride=options["stride"],
+                            hop=options["hop"])
                 times["face"].append(time.perf_counter() - start)
                 start = time.perf_counter()
                 result = predict_video(model, meta, looped, **options)

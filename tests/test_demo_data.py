@@ -15,6 +15,7 @@ import pytest
 
 from adatosk.data import demo
 from adatosk.data.classes import CLASS_NAMES
+from adatosk.data.demo_render import render_clip
 from adatosk.data.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,8 +124,8 @@ def test_expression_only_at_key_moments():
         if spec.label == NEUTRAL:
             continue
         # the same clip with a neutral face: same subject, background, jitter, blinks, flicker, noise
-        frames = demo.render_clip(spec, params).astype(np.int16)
-        calm = demo.render_clip(dataclasses.replace(spec, label=NEUTRAL), params).astype(np.int16)
+        frames = render_clip(spec, params).astype(np.int16)
+        calm = render_clip(dataclasses.replace(spec, label=NEUTRAL), params).astype(np.int16)
         still = spec.intensity == 0
         assert (frames[still] == calm[still]).all()
         assert np.abs(frames[apex] - calm[apex]).mean(axis=(1, 2, 3)).min() > 0.5
@@ -137,7 +138,7 @@ def test_distractor_motion_in_every_class():
     clips = demo.make_clips(params, num_folds=5)
     neutral = [c for c in clips if c.label == NEUTRAL][:5]
     for spec in neutral:
-        frames = demo.render_clip(spec, params).astype(np.float32)
+        frames = render_clip(spec, params).astype(np.float32)
         assert np.abs(np.diff(frames, axis=0)).mean() > 1.0  # jitter, flicker and noise move every frame
         assert spec.jitter.std() > 0 and spec.gain.std() > 0
     assert any((c.eye_open < 1).any() for c in neutral)  # blinks

@@ -10,15 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import CLASSES, IMG_SIZE, NUM_FRAMES, spliced_face_video, tiny_model_cfg, train_tiny_checkpoint
 from PIL import Image
-from test_predict import CLASSES, IMG_SIZE, NUM_FRAMES, tiny_model_cfg, train_tiny_checkpoint
 
 from adatosk import cli
 from adatosk.config import load_config
 from adatosk.data.cache import pack_clip
 from adatosk.data.manifest import write_manifest
 from adatosk.evaluate import view_masks
-from adatosk.explain import ACTIVATED, ROWS, FigureLayout, explain_clip, trace_soft_mask, unnormalize
+from adatosk.explain import explain_clip, safe_stem, trace_soft_mask, write_explanation
+from adatosk.explain_figure import ACTIVATED, ROWS, FigureLayout, unnormalize
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import load_model, save_model
 
@@ -201,3 +202,39 @@ def test_videomae_checkpoint_is_refused(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "no soft mask" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_explain_draws_predicts_window_with_predicts_face_and_probabilities(capsys, checkpoint, tmp_path):
+    """A face in 42% of the frames: explain draws a window predict classifies (it refused the whole video), with
+    predict's probabilities (averaged over the two mask views), and refuses a window predict leaves without face."""
+    video = spliced_face_video(tmp_path / "spliced.mp4")
+    assert cli.main(["predict", str(video), "--checkpoint", str(checkpoint), "--json", "--device", "cpu"]) == 0
+    windows = json.loads(capsys.readouterr().out)["videos"][0]["windows"]
+    with_face = [w for w in windows if w["face"]]
+    blank = next(w for w in windows if not w["face"])
+    for window in (with_face[0], with_face[-1]):
+        code = cli.main(["explain", str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                         "--window", str(window["index"]), "--device", "cpu"])
+        assert code == 0, capsys.readouterr().err
+        summary = json.loads((tmp_path / "out" / f"spliced_w{window['index']}.json").read_text())
+        assert summary["frames"] == window["frames"] and summary["face_fraction"] == window["face_fraction"]
+        assert summary["mask_views"] == 2
+        assert summary["probabilities"] == pytest.approx(window["probs"], abs=1e-5)
+        assert summary["predicted_class"] == window["pred"]
+    code = cli.main(["explain", str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                     "--window", str(blank["index"]), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 3 and f"window {blank['index']} has the face in {blank['face_fraction']:.0%} of its frames " \
+        "(at least 50% needed" in err
+
+
+@pytest.mark.parametrize("name, stem", [("../../../x", "_.._.._x"), ("/etc/passwd", "_etc_passwd"), ("..", "clip"),
+                                        ("Action_Sad_0010", "Action_Sad_0010"), (".hidden v2", "hidden_v2")])
+def test_output_file_names_cannot_leave_out(model, tmp_path, name, stem):
+    """A clip id from data is a file name inside --out, whatever it holds."""
+    out = tmp_path / "deep" / "out"
+    explanation = explain_clip(model, smooth_clip(), class_names=CLASSES)
+    png = write_explanation(explanation, out, name, {})
+    assert safe_stem(name) == stem and png == out / f"{stem}.png"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == \
+        [f"deep/out/{stem}.json", f"deep/out/{stem}.png"]

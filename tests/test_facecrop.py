@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -12,19 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from adatosk.data.cache import open_clip
-from adatosk.data.facecrop import (
-    STAGE_KEYS,
-    CropParams,
-    HaarDetector,
-    NoFaceError,
-    crop_face_track,
-    crop_square,
-    fill_missing,
-    main_track,
-    make_detector,
-    run,
-    smooth_boxes,
-)
+from adatosk.data.facecrop import find_clips, run
+from adatosk.data.faces import STAGE_KEYS, CropParams, HaarDetector, make_detector
+from adatosk.data.tracking import NoFaceError, crop_face_track, crop_square, fill_missing, main_track, smooth_boxes
 from adatosk.data.transforms import resize_clip
 from adatosk.data.video import read_frames_dir, read_video, write_video
 
@@ -342,7 +334,7 @@ def test_command_fails_naming_broken_frame_folders_after_packing_the_others(tmp_
     code, out, err = _face_crop(capsys, f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache'}")
     assert code == 1 and "1 ok" in out and "2 failed" in out
     assert err.splitlines() == [
-        f"adatosk face-crop: {frames / '00002'}: cannot decode frame images (unreadable or truncated): "
+        f"adatosk face-crop: {frames / '00002'}: cannot decode frame images (unreadable, truncated or damaged): "
         "['00002_00002.jpg']",
         f"adatosk face-crop: {frames / '00003'}: frames are missing: the numbering jumps from 00003_00002.jpg to "
         "00003_00004.jpg"]
@@ -361,6 +353,20 @@ def test_command_fails_naming_an_undecodable_video_after_cropping_the_others(tmp
     (line,) = err.splitlines()
     assert line.startswith(f"adatosk face-crop: {videos / 'broken.mp4'}: cannot decode the video: pyav: ")
     assert (tmp_path / "cache" / "face.npy").exists() and not (tmp_path / "cache" / "broken.npy").exists()
+
+
+def test_damaged_video_fails_instead_of_cropping_its_first_half(tmp_path, capsys):
+    from helpers import damaged_video
+
+    videos = tmp_path / "root" / "videos"
+    videos.mkdir(parents=True)
+    damaged_video(videos / "damaged.mp4")
+    code, out, err = _face_crop(capsys, f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache'}",
+                                "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos",
+                                "data.frames_dir=faces")
+    assert code == 1 and "0 ok" in out and "1 failed" in out
+    assert err.startswith(f"adatosk face-crop: {videos / 'damaged.mp4'}: the video is damaged: decoding failed after")
+    assert not (tmp_path / "cache" / "damaged.npy").exists() and not (tmp_path / "root" / "faces" / "damaged").exists()
 
 
 def test_stage_removes_a_killed_runs_temporaries_and_refuses_a_second_run_on_its_cache(tmp_path, capsys):
@@ -413,3 +419,79 @@ def test_bench_prints_speed_and_coverage_per_detect_every(tmp_path, capsys):
     assert [row["configured"] for row in rows] == [False, False, True, False]  # CropParams().detect_every
     table = [line for line in out.splitlines() if line.startswith("| single_face.mp4")]
     assert len(table) == 4 and "| 10 (configured) |" in table[2] and "| 100.0% |" in table[2]
+
+
+@pytest.mark.slow  # a 20-s video: ~8 s
+def test_stage_memory_is_bounded_by_a_few_frames_not_the_video(tmp_path):
+    """A 20-s raw video (600 frames of 320x180: 100 MB decoded) is tracked, cropped and packed as a stream."""
+    from helpers import looped_face_video, peak_numpy_bytes
+
+    (tmp_path / "root" / "videos").mkdir(parents=True)
+    looped_face_video(tmp_path / "root" / "videos" / "long.mp4", seconds=20)
+    report, peak = peak_numpy_bytes(lambda: run(_raw_cfg(tmp_path, size=64), jobs=1))
+    assert report["ok"] == 1 and open_clip(tmp_path / "cache" / "long.npy").shape == (600, 64, 64, 3)
+    assert len(list((tmp_path / "root" / "faces" / "long").glob("long_*.jpg"))) == 600
+    assert peak < 40 * 320 * 180 * 3  # all frames: 600 x
+
+
+def test_stage_refuses_a_frames_dir_another_run_is_writing(tmp_path, capsys, single_face):
+    """Two runs with their own cache_dir and one frames_dir: the second is refused at once, naming the folder."""
+    from adatosk.io import locked_directory
+
+    videos = tmp_path / "root" / "videos"
+    videos.mkdir(parents=True)
+    write_video(videos / "face.mp4", single_face[:8])
+    frames_root = tmp_path / "root" / "faces"
+    argv = (f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache2'}", "data.frames_dir=faces",
+            "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos")
+    with locked_directory(frames_root, "a test"):
+        code, _, err = _face_crop(capsys, *argv)
+    assert code == 1 and err.startswith(f"adatosk face-crop: {frames_root}: locked: another adatosk process")
+    assert not (frames_root / "face").exists()
+    stale = frames_root / ".face.k3j9x2_a.tmp"  # the folder a killed run was writing
+    stale.mkdir()
+    (stale / "face_00001.jpg").write_bytes(b"half")
+    code, out, err = _face_crop(capsys, *argv)
+    assert code == 0 and "1 ok" in out and not stale.exists()
+    assert len(list((frames_root / "face").glob("*.jpg"))) == 8
+
+
+@pytest.mark.slow  # two processes that import torch: ~15 s on 2 cores
+def test_two_concurrent_runs_on_one_frames_dir_never_mix_their_frames(tmp_path, single_face):
+    videos = tmp_path / "root" / "videos"
+    videos.mkdir(parents=True)
+    for k in range(4):
+        write_video(videos / f"face{k}.mp4", single_face[:39])
+    command = [sys.executable, "-m", "adatosk", "face-crop", "--jobs", "1", f"data.root={tmp_path / 'root'}",
+               "data.frames_dir=crops", "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos"]
+    runs = [subprocess.Popen([*command, f"data.cache_dir={tmp_path / f'cache{k}'}"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=os.environ) for k in range(2)]
+    results = [(run.wait(), *run.communicate()) for run in runs]
+    assert sorted(code for code, _, _ in results) in ([0, 0], [0, 1])
+    for code, _, err in results:
+        assert code == 0 or f"{tmp_path / 'root' / 'crops'}: locked" in err, err
+    for k in range(4):
+        assert len(list((tmp_path / "root" / "crops" / f"face{k}").glob("*.jpg"))) == 39
+    assert not [p for p in (tmp_path / "root" / "crops").iterdir() if p.name.endswith((".tmp", ".old"))]
+
+
+def test_symlinked_clip_folders_and_videos_are_followed(tmp_path):
+    """Data trees are often link farms: linked clip folders and videos are clips; a link loop is not followed."""
+    store = tmp_path / "store"
+    for name in ("00001", "00002"):
+        _frame_folder(store / name, [10, 20])
+    frames = tmp_path / "root" / "Clip" / "clip_224x224"
+    _frame_folder(frames / "00003", [10, 20])
+    for name in ("00001", "00002"):
+        (frames / name).symlink_to(store / name, target_is_directory=True)
+    (frames / "loop").symlink_to(frames, target_is_directory=True)
+    assert sorted(find_clips(frames, precropped=True)) == ["00001", "00002", "00003"]
+    data = {"name": "demo", "layout": "dfew", "root": str(tmp_path / "root"), "frames_dir": "Clip/clip_224x224",
+            "cache_dir": str(tmp_path / "cache"), "img_size": 16, "face_crop": {"precropped": True}}
+    assert run(data)["ok"] == 3
+    videos = tmp_path / "videos"
+    (videos / "linked").mkdir(parents=True)
+    (videos / "linked" / "a.mp4").write_bytes(b"")
+    (videos / "b.mp4").symlink_to(videos / "linked" / "a.mp4")
+    (videos / "farm").symlink_to(videos / "linked", target_is_directory=True)
+    assert sorted(find_clips(videos, precropped=False)) == ["b", "farm_a", "linked_a"]

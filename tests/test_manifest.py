@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import from_dfer_clip_label
 
-from adatosk.data.classes import CLASS_NAMES, DFER_CLIP_CLASS_NAMES, from_dfer_clip_label, label_of, to_dfer_clip_label
+from adatosk.data.classes import CLASS_NAMES, DFER_CLIP_CLASS_NAMES, label_of, to_dfer_clip_label
 from adatosk.data.manifest import (
     COLUMNS,
     ManifestError,

@@ -9,43 +9,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import (
+    CLASSES,
+    IMG_SIZE,
+    NUM_FRAMES,
+    damaged_video,
+    looped_face_video,
+    peak_numpy_bytes,
+    spliced_face_video,
+    train_tiny_checkpoint,
+)
 
 from adatosk import cli
-from adatosk.config import load_config, to_container
 from adatosk.data.cache import pack_clip
-from adatosk.data.classes import CLASS_NAMES
 from adatosk.data.dataset import ClipDataset
-from adatosk.data.video import read_video, write_video
-from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import load_model, save_model
 from adatosk.predict import classify_windows, plan_windows, window_clip
 
 DATA = Path(__file__).parent / "data"
-CLASSES = CLASS_NAMES["dfew"]
-IMG_SIZE, NUM_FRAMES = 64, 8
-
-
-def tiny_model_cfg(variant: str) -> dict:
-    """cfg.model of ``variant`` at the tiny width, 64x64, 8 frames."""
-    return to_container(load_config([f"model={variant}", "model.arch=vit_tiny_patch16_64",
-                                     f"model.img_size={IMG_SIZE}", f"model.num_frames={NUM_FRAMES}"]).model)
-
-
-def train_tiny_checkpoint(directory: Path, variant: str = "adatosk_dagger", steps: int = 3) -> Path:
-    """A tiny model (64x64, 8 frames) after a few AdamW steps on random clips, saved with save_model."""
-    cfg = tiny_model_cfg(variant)
-    torch.manual_seed(0)
-    model = create_model_from_config(cfg, len(CLASSES)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for _ in range(steps):
-        video = torch.randn(4, 3, NUM_FRAMES, IMG_SIZE, IMG_SIZE)
-        loss = model(video, torch.randint(0, len(CLASSES), (4,))).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return save_model(directory, model, cfg, len(CLASSES), CLASSES)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return train_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint"))
@@ -170,6 +151,13 @@ def test_predict_table_continues_past_an_unreadable_video(capsys, checkpoint, tm
         assert sum(float(p) for p in row[-1 - len(CLASSES):-1]) == pytest.approx(1.0, abs=5e-3)
 
 
+def test_damaged_video_is_unreadable_not_shortened(capsys, checkpoint, tmp_path):
+    video = damaged_video(tmp_path / "damaged.mp4")
+    code, out, err = run(capsys, str(video), "--checkpoint", str(checkpoint))
+    assert code == 4 and out == "" and "Traceback" not in err
+    assert f"{video}: cannot read the video" in err and "the video is damaged" in err
+
+
 def test_no_face_exits_with_a_message(capsys, checkpoint):
     code, out, err = run(capsys, str(DATA / "no_face.mp4"), "--checkpoint", str(checkpoint))
     assert code == 3 and out == ""
@@ -184,9 +172,7 @@ def test_missing_checkpoint_is_named(capsys, tmp_path):
 def test_windows_without_a_face_are_listed_and_the_others_classified(capsys, checkpoint, tmp_path):
     """A real face in 42% of the frames (36 frames, 100 blank ones, 36 frames): the windows with a face are
     classified, the blank ones listed as such, and the video's probabilities come from the windows with a face."""
-    face = read_video(DATA / "single_face.mp4")[:36, ::2, ::2]  # [36, 180, 320, 3]
-    spliced = np.concatenate([face, np.zeros((100, *face.shape[1:]), np.uint8), face])
-    video_path = write_video(tmp_path / "spliced.mp4", spliced)
+    video_path = spliced_face_video(tmp_path / "spliced.mp4")
     code, out, err = run(capsys, str(video_path), "--checkpoint", str(checkpoint), "--json", "--device", "cpu")
     assert code == 0, err
     (video,) = json.loads(out)["videos"]
@@ -205,3 +191,17 @@ def test_windows_without_a_face_are_listed_and_the_others_classified(capsys, che
     rows = out.splitlines()[2:]
     assert code == 0 and f"{len(with_face)} with a face" in out.splitlines()[0]
     assert sum(row.endswith("no face") for row in rows) == len(windows) - len(with_face) >= len(blank)
+
+
+@pytest.mark.slow  # a 20-s video: ~10 s on 2 cores
+def test_predict_memory_is_bounded_by_the_windows_not_the_video(tmp_path, checkpoint):
+    """A 20-s video (600 frames of 320x180: 100 MB decoded) is decoded as a stream, twice: numpy's peak stays at a
+    few frames' worth (the crops of one batch of windows are small), not the video's."""
+    from adatosk.predict import predict_video
+
+    video = looped_face_video(tmp_path / "long.mp4", seconds=20)
+    model, meta = load_model(checkpoint)
+    result, peak = peak_numpy_bytes(lambda: predict_video(model, meta, video, stride=4))
+    frame_bytes = 320 * 180 * 3
+    assert result["n_frames"] == 600 and result["face_windows"] == len(result["windows"]) > 30
+    assert peak < 40 * frame_bytes  # all frames: 600 x

@@ -1,12 +1,15 @@
 """The packed clip cache: one ``.npy`` file per clip, uint8 ``[T, H, W, 3]`` RGB, memory-mapped on read.
 
-The face-crop stage writes each clip once with :func:`pack_clip`; the loader maps it with :func:`open_clip`,
+The face-crop stage writes each clip once with :func:`pack_clip` (or :func:`pack_frames`, frame by frame, for a clip
+too long to hold in memory); the loader maps it with :func:`open_clip`,
 so a training step reads only the 16 frames it samples, with no JPEG decode.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +37,34 @@ def pack_clip(frames: np.ndarray, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file object: np.save on a name would append ".npy" to the temp name
             np.save(handle, frames, allow_pickle=False)
+    return path
+
+
+def pack_frames(frames: Iterable[np.ndarray], count: int, path: str | os.PathLike[str]) -> Path:
+    """Write ``count`` frames (uint8 ``[H, W, 3]`` RGB each, all of one size), taken one at a time, to ``path``
+    (``.npy``, the bytes :func:`pack_clip` writes) atomically; return the path. Memory holds one frame."""
+    path = Path(path)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise CorruptClipError("cannot pack these frames: there are none", path)
+    shape = (count, *first.shape)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            written = 0
+            for frame in itertools.chain([first], frames):
+                frame = np.ascontiguousarray(frame)
+                _check_frames(frame[None], path, "cannot pack these frames")
+                if written == count or frame.shape != first.shape:
+                    raise CorruptClipError(f"cannot pack these frames: expected {count} frames of shape "
+                                           f"{list(first.shape)}, got frame {written} of shape {list(frame.shape)}",
+                                           path)
+                handle.write(frame.tobytes())
+                written += 1
+        if written != count:
+            raise CorruptClipError(f"cannot pack these frames: expected {count} frames, got {written}", path)
     return path
 
 

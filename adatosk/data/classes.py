@@ -44,8 +44,3 @@ def label_of(layout: str, name: str) -> int:
 def to_dfer_clip_label(layout: str, label: int) -> int:
     """Our 0-based label -> DFER-CLIP's 0-based label of the same class."""
     return DFER_CLIP_CLASS_NAMES[layout].index(class_names(layout)[label])
-
-
-def from_dfer_clip_label(layout: str, label: int) -> int:
-    """DFER-CLIP's 0-based label -> our 0-based label of the same class."""
-    return class_names(layout).index(DFER_CLIP_CLASS_NAMES[layout][label])

@@ -199,6 +199,11 @@ def combine_masks(m_ca: torch.Tensor | None, m_cs: torch.Tensor | None, excluded
     return m_s.masked_fill(excluded, 0.0)
 
 
+def semantic_activation(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The class-semantic activation ``A = sum_c |Z| * g`` (Eq. 10): ``z`` [..., C], ``g`` [C] -> [...] float."""
+    return (z.float().abs() * g.float()).sum(-1)
+
+
 def minmax_normalise(x: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6, per_slot: bool = False) -> torch.Tensor:
     """Min-max to [0, 1] over the ``valid`` entries of ``x [B, T', N_v]`` (invalid entries -> 0), per clip or, with
     ``per_slot``, per slot (a slot whose valid entries are all equal -> 0)."""
@@ -251,7 +256,7 @@ class ClassSemanticSoftMask(nn.Module):
             score, excluded = accumulate_redundancy(sim, schedule, self.tau, self.exclude_from)
             redundancy = minmax_normalise(score, ~excluded, per_slot=self.norm == "slot")
         if self.scores != "redundancy":
-            semantic = minmax_normalise((z.float().abs() * g.float()).sum(-1), ~excluded)  # norm(A)
+            semantic = minmax_normalise(semantic_activation(z, g), ~excluded)  # norm(A)
         if self.scores == "both":
             m_cs = 1.0 - redundancy * (1.0 - semantic)
         elif self.scores == "redundancy":
