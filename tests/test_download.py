@@ -40,6 +40,12 @@ def _data_cfg(root: Path, **entry) -> dict:
     return {"name": "dfew", "root": str(root), "sources": {"clips": source}}
 
 
+@pytest.fixture(autouse=True)
+def _work_dir(tmp_path: Path, monkeypatch) -> None:
+    """Receipts go to results/verify/ under the working directory: a test's own."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture()
 def archive_file(tmp_path: Path) -> Path:
     path = tmp_path / "src" / "dfew.zip"
@@ -114,7 +120,7 @@ def test_file_url_success_extracts_and_writes_receipt(tmp_path, archive_file):
     result = verify(_data_cfg(root, url=archive_file.as_uri()))
     assert (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
     _assert_extracted(root)
-    receipt = json.loads((root / ".verified.json").read_text())
+    receipt = json.loads((tmp_path / "results/verify/dfew.json").read_text())
     entry = receipt["sources"]["clips"]
     assert receipt["dataset"] == "dfew" and entry == result["sources"]["clips"]
     assert entry["sha256"] == ARCHIVE_SHA and entry["status"] == "verified" and entry["members"] == len(MEMBERS) + 1
@@ -132,7 +138,7 @@ def test_checksum_mismatch_leaves_nothing_at_the_final_path(tmp_path, archive_fi
     assert "dfew.zip" in message and wrong in message and ARCHIVE_SHA in message
     assert not (root / "downloads/dfew.zip").exists()
     assert not _leftovers(root)
-    assert not (root / ".verified.json").exists() and not (root / "Clip").exists()
+    assert not (tmp_path / "results/verify/dfew.json").exists() and not (root / "Clip").exists()
 
 
 def test_http_download_resumes_a_partial_file(tmp_path, server):
@@ -213,7 +219,7 @@ def test_optional_absent_source_is_recorded(tmp_path):
     root = tmp_path / "dfew"
     result = verify(_data_cfg(root, url=None, required=False))
     assert result["sources"]["clips"]["status"] == "absent (optional)"
-    assert (root / ".verified.json").is_file()
+    assert (tmp_path / "results/verify/dfew.json").is_file()
 
 
 # --- receipts, in-place files, folders, other archives ---------------------------------------------------------------
@@ -294,12 +300,13 @@ def test_demo_sources_record_the_generated_tree(tmp_path):
     generate(root, {"subjects": 5, "clips_per_class": 2, "raw_videos": 1})
     sources = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "params/data/demo.yaml").sources)
     receipt = tmp_path / "receipts/demo.json"
+    before = sorted(root.rglob("*"))
     result = verify({"name": "demo", "root": str(root), "sources": sources}, receipt=receipt)
     files = [p for p in root.rglob("*") if p.is_file()]
     entry = result["sources"]["tree"]
     assert entry["files"] == len(files) and entry["size"] == sum(p.stat().st_size for p in files)
     assert json.loads(receipt.read_text())["sources"]["tree"]["listing_sha256"] == entry["listing_sha256"]
-    assert not (root / ".verified.json").exists()
+    assert sorted(root.rglob("*")) == before   # nothing written into the tree
 
 
 def test_cli_reports_a_missing_source_without_a_traceback(tmp_path, capsys):

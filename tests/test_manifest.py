@@ -16,7 +16,7 @@ from adatosk.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from adatosk.errors import AdatoskError
+from adatosk.errors import AdatoskError, ConfigError
 
 
 def _frames(folder: Path, n: int, suffix: str = ".jpg") -> None:
@@ -89,6 +89,19 @@ def test_mafw_reader_uses_mae_dfer_order(tmp_path):
     assert labels == {"00025": 0, "00028": 9, "00108": 3}  # anger, helplessness, happiness
     assert df.set_index("clip_id").loc["00108", "path"] == "data/faces/00108"
     assert (df.n_frames == 7).all()
+
+
+def test_raw_video_crops_are_read_from_crops_dir_outside_the_tree(tmp_path):
+    root = tmp_path / "mafw"
+    _mafw_tree(root)
+    crops = tmp_path / "cache" / "crops"
+    for clip in ["00025", "00028", "00108"]:
+        _frames(crops / clip, 3)
+    raw = {"face_crop": {"precropped": False, "videos_dir": "data/clips"}}
+    df = build_manifest(_data_cfg(root, "mafw", [1], crops_dir=str(crops), **raw))
+    assert set(df.path) == {"00025", "00028", "00108"} and set(df.n_frames) == {3}   # relative to crops_dir
+    with pytest.raises(ConfigError, match="inside data.root"):
+        build_manifest(_data_cfg(root, "mafw", [1], crops_dir=str(root / "crops"), **raw))
 
 
 def test_frames_dir_points_elsewhere(tmp_path):

@@ -11,13 +11,16 @@ One entry per source, keyed by name (``data.sources.<name>``):
     sha256       archive: expected checksum (null: computed and recorded only)
     files, size  folder: expected number of files and total bytes, hidden entries excluded (null: recorded only)
     extract_to   archive: extract (zip or tar) into this directory under data.root (null: do not extract)
-    required     false: an absent source is recorded as absent instead of failing
+    required     false: an absent source is recorded as absent instead of failing. The dataset's own face frames
+                 (the source at ``data.frames_dir``) are required only when read (``data.face_crop.precropped``),
+                 its raw videos (at ``data.face_crop.videos_dir``) only when cropped (``precropped: false``)
     licence_url  where to request the licence (named in the error when the source is missing)
 
 Downloads resume: bytes go to ``<path>.part``, continued with an HTTP Range request (or a seek) on the next run, and
 the file reaches ``<path>`` only after its checksum matched; a mismatching download is deleted, never kept at
-``<path>``. A small JSON receipt of what was verified is written atomically to ``{data.root}/.verified.json`` (or
-``--receipt``); an archive whose size and mtime are unchanged since the receipt is not hashed again.
+``<path>``. A small JSON receipt of what was verified is written atomically to ``results/verify/<data.name>.json``
+(or ``--receipt``), never into the dataset's tree; an archive whose size and mtime are unchanged since the receipt is
+not hashed again.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,7 +49,7 @@ from adatosk.errors import AdatoskError
 from adatosk.io import sha256_file, write_json_atomic
 
 CHUNK = 1 << 20
-RECEIPT_NAME = ".verified.json"
+RECEIPT = "results/verify/{name}.json"   # relative to the working directory, like manifests/ and cache/
 KINDS = ("archive", "folder")
 
 
@@ -353,15 +356,30 @@ def verify_source(dataset: str, root: Path, source: Source, previous: Mapping[st
     return entry
 
 
+def _same_folder(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and os.path.normpath(a) == os.path.normpath(b)
+
+
+def as_needed(source: Source, data_cfg: Mapping[str, Any]) -> Source:
+    """``source`` with ``required: false`` where the selected layout does not read it: the dataset's own face frames
+    when the raw videos are cropped, the raw videos when the own frames are read."""
+    from adatosk.data.manifest import is_precropped, own_frames_dir
+
+    videos_dir = (data_cfg.get("face_crop") or {}).get("videos_dir")
+    unused = videos_dir if is_precropped(data_cfg) else own_frames_dir(data_cfg)
+    return replace(source, required=False) if _same_folder(source.path, unused) else source
+
+
 def verify(data_cfg: Mapping[str, Any], receipt: str | os.PathLike[str] | None = None,
            force: bool = False) -> dict[str, Any]:
     """Verify every source of ``data_cfg`` (``cfg.data``) and write the receipt; return it."""
     dataset = str(data_cfg["name"])
-    sources = [Source.from_config(name, dict(entry)) for name, entry in dict(data_cfg.get("sources") or {}).items()]
+    sources = [as_needed(Source.from_config(name, dict(entry)), data_cfg)
+               for name, entry in dict(data_cfg.get("sources") or {}).items()]
     if not sources:
         raise ValueError(f"{dataset}: data.sources is empty: nothing to verify")
     root = Path(data_cfg["root"])
-    receipt_path = Path(receipt) if receipt else root / RECEIPT_NAME
+    receipt_path = Path(receipt) if receipt else Path(RECEIPT.format(name=dataset))
     previous: dict[str, Any] = {}
     if receipt_path.is_file() and not force:
         with contextlib.suppress(json.JSONDecodeError, KeyError):
@@ -382,7 +400,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from adatosk.cli import add_config_arguments
 
     parser.add_argument("--receipt", default=None, metavar="FILE",
-                        help=f"where to write the JSON receipt (default: {{data.root}}/{RECEIPT_NAME})")
+                        help=f"where to write the JSON receipt (default: {RECEIPT.format(name='{data.name}')})")
     parser.add_argument("--force", action="store_true", help="hash and extract again even if the receipt is current")
     add_config_arguments(parser)
 

@@ -9,13 +9,16 @@ Official split files (paths relative to ``data.root``):
 * MAFW: ``split/single/no_caption/set_{k}/{train,test}.txt``, lines ``<id>.mp4 <classname>``; frame folders
   ``data/faces/<id>`` (the cropped faces; MAE-DFER reads ``data/frames/<id>``).
 
-``data.frames_dir`` (relative to ``data.root``, or absolute) overrides where the frame folders are, e.g. the
-face-crop stage's output for raw-video datasets. Every problem in the files or the tree is collected and reported
-at once, each with the file and line it comes from.
+``data.frames_dir`` (relative to ``data.root``, or absolute) overrides where the dataset's own face frames are (MAFW:
+``data/frames``). A dataset read from its raw videos (``data.face_crop.precropped: false``) is read from the crops
+that ``adatosk face-crop`` wrote to ``data.crops_dir``, outside ``data.root``: nothing derived goes into the user's
+tree. Every problem in the files or the tree is collected and reported at once, each with the file and line it
+comes from.
 
 The manifest (``{data.manifest_dir}/manifest.csv``) has one row per (clip, fold): ``clip_id, path, n_frames,
-label, label_name, fold, split``; ``path`` is the frame folder relative to ``data.root``. It can be exported to
-MAE-DFER's (``<frame_dir> <label>``) and DFER-CLIP's (``<frame_dir> <num_frames> <label>``) list files.
+label, label_name, fold, split``; ``path`` is the frame folder relative to :func:`frames_base` (``data.root``, or
+``data.crops_dir`` for raw videos). It can be exported to MAE-DFER's (``<frame_dir> <label>``) and DFER-CLIP's
+(``<frame_dir> <num_frames> <label>``) list files.
 """
 
 from __future__ import annotations
@@ -219,9 +222,39 @@ def _check_fold_sizes(df: pd.DataFrame, folds: Sequence[int], expected: Sequence
                             "(data.expected_fold_sizes)")
 
 
-def frames_dir(data_cfg: Mapping[str, Any]) -> str:
-    """Where the frame folders are, relative to ``data.root`` (or absolute)."""
+def is_precropped(data_cfg: Mapping[str, Any]) -> bool:
+    """Whether the clips are read from the dataset's own face frames (else from the crops of its raw videos)."""
+    return bool((data_cfg.get("face_crop") or {}).get("precropped", True))
+
+
+def own_frames_dir(data_cfg: Mapping[str, Any]) -> str:
+    """Where the dataset's own face frames are, relative to ``data.root`` (or absolute)."""
     return str(data_cfg.get("frames_dir") or FRAMES_DIR[data_cfg["layout"]])
+
+
+def frames_base(data_cfg: Mapping[str, Any]) -> Path:
+    """The folder the manifest's ``path`` column is relative to: ``data.root``, or ``data.crops_dir`` (raw videos)."""
+    if is_precropped(data_cfg):
+        return Path(data_cfg["root"])
+    if not data_cfg.get("crops_dir"):
+        raise ConfigError("data.face_crop.precropped is false but data.crops_dir (where face-crop writes the crops "
+                          "of the raw videos, outside data.root) is not set")
+    crops, root = Path(data_cfg["crops_dir"]), Path(data_cfg["root"])
+    if crops.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"data.crops_dir {crops} is inside data.root {root}: derived files never go into the "
+                          "dataset's tree (its `dvc add` would change with every face-crop); use cache/<name>/crops")
+    return crops
+
+
+def frames_dir(data_cfg: Mapping[str, Any]) -> str:
+    """Where the clips' frame folders are, relative to ``data.root`` or absolute: the dataset's own, or (raw videos)
+    the crops face-crop writes to ``data.crops_dir``."""
+    return own_frames_dir(data_cfg) if is_precropped(data_cfg) else str(frames_base(data_cfg).resolve())
+
+
+def _relative_frames_dir(data_cfg: Mapping[str, Any]) -> str:
+    """The frame folders' parent relative to :func:`frames_base` (the prefix of the manifest's ``path``)."""
+    return own_frames_dir(data_cfg) if is_precropped(data_cfg) else ""
 
 
 def build_manifest(data_cfg: Mapping[str, Any]) -> pd.DataFrame:
@@ -239,8 +272,8 @@ def build_manifest(data_cfg: Mapping[str, Any]) -> pd.DataFrame:
     folds = [int(k) for k in data_cfg["folds"]]
     problems: list[str] = []
     entries = READERS[layout](root, folds, problems)
-    rel = frames_dir(data_cfg)
-    n_frames = _check_entries(entries, root / rel, problems)
+    rel = _relative_frames_dir(data_cfg)
+    n_frames = _check_entries(entries, frames_base(data_cfg) / rel, problems)
     df = pd.DataFrame(
         [(e.clip_id, Path(rel, e.folder).as_posix(), n_frames[e.folder], e.label, names[e.label], e.fold, e.split)
          for e in entries],
@@ -305,7 +338,7 @@ def export_lists(df: pd.DataFrame, data_cfg: Mapping[str, Any], out_dir: str | o
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
     layout = data_cfg["layout"]
-    root = Path(data_cfg["root"]).resolve()
+    root = frames_base(data_cfg).resolve()
     written = []
     for fold in sorted(df.fold.unique()):
         for split in SPLITS:
