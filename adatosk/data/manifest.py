@@ -53,10 +53,21 @@ class ManifestError(AdatoskError, ValueError):
         super().__init__(f"{len(self.problems)} problem(s) with the splits:\n  " + "\n  ".join(self.problems), root)
 
 
+# A clip id names files (the packed cache <clip_id>.npy, figures): one path component, not hidden, no shell syntax.
+CLIP_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
 def leaves_its_folder(relative: str) -> bool:
     """Whether a clip path of a split file would lead out of the frames directory it is relative to."""
     path = PurePosixPath(relative.replace("\\", "/"))
-    return path.is_absolute() or ".." in path.parts
+    return path.is_absolute() or ".." in path.parts or relative.startswith(("/", "\\")) or ":" in relative
+
+
+def clip_id_problem(clip_id: str) -> str | None:
+    """Why ``clip_id`` cannot be a clip id (it becomes a file name), or None."""
+    if CLIP_ID.fullmatch(clip_id):
+        return None
+    return f"clip id {clip_id!r} is not a plain name ([A-Za-z0-9_.+-], not starting with '.', '+' or '-')"
 
 
 @dataclass(frozen=True)
@@ -73,13 +84,27 @@ class Entry:
 
 # --- readers of the official split files ---------------------------------------------------------------------------
 
-def _lines(path: Path, root: Path) -> Iterable[tuple[str, int, str]]:
-    """(``file:line`` relative to root, line number, stripped text) of the non-blank lines of ``path``."""
+def _lines(path: Path, root: Path, problems: list[str]) -> Iterable[tuple[str, int, str]]:
+    """(``file:line`` relative to root, line number, stripped text) of the non-blank lines of ``path``; a line that
+    is not UTF-8, an empty file and a last line cut short (no newline after it) go to ``problems``."""
     name = os.path.relpath(path, root)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                yield f"{name}:{number}", number, line.strip()
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    lines = data.splitlines(keepends=True)
+    if not any(line.strip() for line in lines):
+        problems.append(f"{name}: the split file is empty")
+        return
+    if not lines[-1].endswith((b"\n", b"\r")) and len(lines) > 1:
+        problems.append(f"{name}:{len(lines)}: the file ends in the middle of this line (no newline after it): it "
+                        "looks cut short; if it is complete, end it with a newline")
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problems.append(f"{name}:{number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                            f"{error.start + 1})")
+            continue
+        if line.strip():
+            yield f"{name}:{number}", number, line.strip()
 
 
 def _fields(text: str) -> list[str]:
@@ -95,11 +120,12 @@ def _read_dfew(root: Path, folds: Sequence[int], problems: list[str]) -> list[En
             if not path.is_file():
                 problems.append(f"{os.path.relpath(path, root)}: split file missing")
                 continue
-            for where, number, text in _lines(path, root):
+            for where, number, text in _lines(path, root, problems):
                 fields = _fields(text)
                 if number == 1 and [f.lower() for f in fields] == ["video_name", "label"]:
                     continue
-                if len(fields) != 2 or not fields[0].isdigit() or not re.fullmatch(r"[+-]?\d+", fields[1]):
+                if len(fields) != 2 or not re.fullmatch(r"[0-9]+", fields[0]) or not re.fullmatch(r"[+-]?[0-9]+",
+                                                                                                   fields[1]):
                     problems.append(f"{where}: malformed line {text!r} (expected video_name,label)")
                     continue
                 label = int(fields[1])
@@ -112,14 +138,16 @@ def _read_dfew(root: Path, folds: Sequence[int], problems: list[str]) -> list[En
 
 
 def _ferv39k_clip(name: str) -> tuple[str, str]:
-    """``Action/Sad/0010`` -> clip id ``Action_Sad_0010``, folder ``Action/Sad/0010``."""
-    folder = name.strip("/")
+    """``Action/Sad/0010`` -> clip id ``Action_Sad_0010``, folder ``Action/Sad/0010`` (a trailing ``/`` is dropped;
+    an absolute or ``..`` path is kept as it is, to be refused)."""
+    folder = name.rstrip("/")
     return folder.replace("/", "_"), folder
 
 
 def _mafw_clip(name: str) -> tuple[str, str]:
-    """``00025.mp4`` -> clip id and folder ``00025``."""
-    return Path(name).stem, Path(name).stem
+    """``00025.mp4`` -> clip id and folder ``00025``; a name with a folder in it is kept whole, to be refused."""
+    stem = name[:-len(".mp4")] if name.lower().endswith(".mp4") else name
+    return stem, stem
 
 
 def _read_named(lines: Iterable[tuple[str, int, str]], layout: str, fold: int, split: str, problems: list[str],
@@ -142,6 +170,11 @@ def _read_named(lines: Iterable[tuple[str, int, str]], layout: str, fold: int, s
         if leaves_its_folder(folder):
             problems.append(f"{where}: clip path {fields[0]!r} leads outside the frames directory (absolute or '..')")
             continue
+        problem = clip_id_problem(clip_id) if "/" not in clip_id else \
+            f"clip {fields[0]!r} names a folder; expected a file name such as 00025.mp4"
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
         entries.append(Entry(clip_id, folder, label, fold, split, where))
     return entries
 
@@ -155,7 +188,7 @@ def _read_ferv39k(root: Path, folds: Sequence[int], problems: list[str]) -> list
         if not path.is_file():
             problems.append(f"{os.path.relpath(path, root)}: split file missing")
             continue
-        entries += _read_named(_lines(path, root), "ferv39k", 1, split, problems, _ferv39k_clip)
+        entries += _read_named(_lines(path, root, problems), "ferv39k", 1, split, problems, _ferv39k_clip)
     return entries
 
 
@@ -167,7 +200,7 @@ def _read_mafw(root: Path, folds: Sequence[int], problems: list[str]) -> list[En
             if not path.is_file():
                 problems.append(f"{os.path.relpath(path, root)}: split file missing")
                 continue
-            entries += _read_named(_lines(path, root), "mafw", fold, split, problems, _mafw_clip)
+            entries += _read_named(_lines(path, root, problems), "mafw", fold, split, problems, _mafw_clip)
     return entries
 
 
@@ -219,7 +252,8 @@ def _check_fold_sizes(df: pd.DataFrame, folds: Sequence[int], expected: Sequence
         got = [int(((df.fold == fold) & (df.split == split)).sum()) for split in SPLITS]
         if got != [n_train, n_test]:
             problems.append(f"fold {fold}: {got[0]} train / {got[1]} test clips, expected {n_train} / {n_test} "
-                            "(data.expected_fold_sizes)")
+                            "(data.expected_fold_sizes: the official sizes; for a subset of the folds or clips, or "
+                            "other data, set data.expected_fold_sizes=null)")
 
 
 def is_precropped(data_cfg: Mapping[str, Any]) -> bool:
