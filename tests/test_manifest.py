@@ -183,7 +183,7 @@ def test_write_read_roundtrip_keeps_zero_padded_ids(tmp_path):
     assert back.clip_id.iloc[0].startswith("000") and back.n_frames.dtype.kind == "i"
     assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temporary file
     path.write_text("clip_id,path\n00001,x\n")
-    with pytest.raises(AdatoskError, match="manifest.csv: columns"):
+    with pytest.raises(AdatoskError, match="manifest.csv: line 1: the columns are"):
         read_manifest(path)
 
 
@@ -272,3 +272,49 @@ def test_the_fold_size_error_says_null_is_the_value_for_a_subset(tmp_path):
     _dfew_tree(tmp_path)
     with pytest.raises(ManifestError, match=r"set data.expected_fold_sizes=null"):
         build_manifest(_data_cfg(tmp_path, "dfew", [1], expected_fold_sizes=[[9356, 2341]]))
+
+
+# --- a hand-edited manifest ------------------------------------------------------------------------------------
+
+def _manifest(tmp_path: Path) -> tuple[Path, list[str]]:
+    _dfew_tree(tmp_path / "tree")
+    path = tmp_path / "manifest.csv"
+    write_manifest(build_manifest(_data_cfg(tmp_path / "tree", "dfew", [1, 2])), path)
+    return path, path.read_text().splitlines()
+
+
+def _edited(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda h, rows: ([h.replace("label,label_name,fold", "fold,label_name,label")], rows),
+     "label '1' goes with"),
+    (lambda h, rows: ([h], rows + [r for r in rows if r.endswith(",test")] * 3), "listed twice in the test split"),
+    (lambda h, rows: ([h], rows + [r[:-len("test")] + "train" for r in rows if r.endswith(",test")]),
+     "is in both test (line"),
+    (lambda h, rows: ([h], [r.replace(",train", ",Train") for r in rows]), "split 'Train' is not one of"),
+    (lambda h, rows: ([h], [rows[0].replace("00001", "../../../x", 1)] + rows[1:]), "clip id '../../../x' is not"),
+    (lambda h, rows: ([h], [rows[0].replace("Clip/clip_224x224/", "../../", 1)] + rows[1:]), "leads out of its folder"),
+    (lambda h, rows: ([h], [rows[0].replace(",1,test", ",0,test").replace(",1,train", ",0,train")] + rows[1:]),
+     "fold '0' is not an integer >= 1"),
+], ids=["swapped-headers", "test-rows-x4", "test-in-train", "Train-typo", "clip-id-escape", "path-escape", "fold-0"])
+def test_a_hand_edited_manifest_is_refused_naming_file_and_line(tmp_path, edit, problem):
+    path, (header, *rows) = _manifest(tmp_path)
+    head, body = edit(header, rows)
+    path.write_text(_edited(head + body))
+    with pytest.raises(AdatoskError) as caught:
+        read_manifest(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and problem in message and "line " in message, message
+
+
+def test_the_dataset_refuses_a_hand_edited_manifest_file(tmp_path):
+    from adatosk.data.dataset import ClipDataset
+
+    path, (header, *rows) = _manifest(tmp_path)
+    path.write_text(_edited([header] + rows + [r for r in rows if r.endswith(",test")]))
+    cfg = _data_cfg(tmp_path / "tree", "dfew", [1, 2], num_classes=7, cache_dir=str(tmp_path / "c"), num_frames=4,
+                    img_size=16)
+    with pytest.raises(AdatoskError, match="listed twice in the test split"):
+        ClipDataset(path, cfg, fold=1, split="test", train=False)

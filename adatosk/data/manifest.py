@@ -334,8 +334,58 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         df[COLUMNS].to_csv(tmp, index=False)
 
 
+MAX_LISTED = 20  # problems listed in a manifest error; the rest are counted
+
+
+def _row_problems(row: Mapping[str, str]) -> list[str]:
+    """What is wrong with the values of one manifest row (types, domains, a clip id or path that is no name)."""
+    problems = []
+    for key, least in (("n_frames", 1), ("label", 0), ("fold", 1)):
+        if not re.fullmatch(r"[0-9]+", row[key]) or int(row[key]) < least:
+            problems.append(f"{key} {row[key]!r} is not an integer >= {least}")
+    if row["split"] not in SPLITS:
+        problems.append(f"split {row['split']!r} is not one of {list(SPLITS)}")
+    problem = clip_id_problem(row["clip_id"])
+    if problem:
+        problems.append(problem)
+    if not row["path"] or ".." in PurePosixPath(row["path"].replace("\\", "/")).parts or "\0" in row["path"]:
+        problems.append(f"path {row['path']!r} is empty or leads out of its folder ('..')")
+    if not row["label_name"]:
+        problems.append("label_name is empty")
+    return problems
+
+
+def check_manifest(df: pd.DataFrame) -> list[str]:
+    """Every problem of a manifest read as text (``line N: what``): values, a label with two names (or a name with
+    two labels), a clip listed twice in one fold, or in both train and test of one fold (a leak)."""
+    problems: list[str] = []
+    names: dict[str, tuple[str, int]] = {}
+    labels: dict[str, tuple[str, int]] = {}
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    for line, row in enumerate(df[COLUMNS].to_dict("records"), 2):
+        bad = _row_problems(row)
+        problems += [f"line {line}: {problem}" for problem in bad]
+        if bad:
+            continue
+        for mapping, key, value, what in ((names, row["label"], row["label_name"], "label"),
+                                          (labels, row["label_name"], row["label"], "label_name")):
+            first, at = mapping.setdefault(key, (value, line))
+            if first != value:
+                problems.append(f"line {line}: {what} {key!r} goes with {value!r} here but with {first!r} on line {at} "
+                                "(columns swapped or edited?)")
+        key = (row["clip_id"], row["fold"])
+        split, at = seen.setdefault(key, (row["split"], line))
+        if at != line:
+            clip, fold = row["clip_id"], row["fold"]
+            problems.append(f"line {line}: clip {clip} listed twice in the {split} split of fold {fold} (first on line "
+                            f"{at})" if split == row["split"] else f"line {line}: clip {clip} is in both {split} (line "
+                            f"{at}) and {row['split']} of fold {fold}: a test clip must never be trained on")
+    return problems
+
+
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The manifest table; an :class:`AdatoskError` naming ``path`` if it is missing or malformed."""
+    """The manifest table, checked (:func:`check_manifest`); an :class:`AdatoskError` naming ``path`` and every bad
+    line if it is missing or malformed."""
     path = Path(path)
     if not path.is_file():
         raise AdatoskError("no such manifest (run `adatosk manifest`)", path)
@@ -343,13 +393,14 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, UnicodeDecodeError) as error:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise AdatoskError(f"not a readable CSV manifest ({str(error).strip()})", path) from None
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise AdatoskError(f"columns {missing} missing; expected {COLUMNS}", path)
-    try:
-        return df[COLUMNS].astype(_DTYPES)
-    except ValueError as error:
-        raise AdatoskError(f"a column has a wrong type ({error})", path) from None
+    if sorted(df.columns) != sorted(COLUMNS):
+        raise AdatoskError(f"line 1: the columns are {list(df.columns)}; expected {COLUMNS}", path)
+    problems = check_manifest(df)
+    if problems:
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise AdatoskError(f"{len(problems)} problem(s) in the manifest (rebuild it with `adatosk manifest`):\n  "
+                           + "\n  ".join(problems[:MAX_LISTED]) + more, path)
+    return df[COLUMNS].astype(_DTYPES)
 
 
 def _list_lines(df: pd.DataFrame, root: Path, fold: int, split: str, fmt: str, layout: str) -> str:
