@@ -141,12 +141,18 @@ def test_checksum_mismatch_leaves_nothing_at_the_final_path(tmp_path, archive_fi
     assert not (tmp_path / "results/verify/dfew.json").exists() and not (root / "Clip").exists()
 
 
+def _started_part(part: Path, url: str, data: bytes, sha256: str | None = ARCHIVE_SHA) -> None:
+    """A ``.part`` as an interrupted download from ``url`` left it, with the record of what it is from."""
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data)
+    part.with_name(part.name + ".json").write_text(json.dumps({"url": url, "sha256": sha256}))
+
+
 def test_http_download_resumes_a_partial_file(tmp_path, server):
     handler, base = server
     root = tmp_path / "dfew"
     part = root / "downloads/dfew.zip.part"
-    part.parent.mkdir(parents=True)
-    part.write_bytes(ARCHIVE[:70_000])
+    _started_part(part, f"{base}/dfew.zip", ARCHIVE[:70_000])
     verify(_data_cfg(root, url=f"{base}/dfew.zip"))
     assert handler.ranges == ["bytes=70000-"]
     assert (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
@@ -180,12 +186,35 @@ def test_server_ignoring_range_restarts_from_zero(tmp_path, server):
     assert (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
 
 
+@pytest.mark.parametrize("pinned", [ARCHIVE_SHA, None])
+def test_a_part_of_another_file_is_discarded_not_spliced(tmp_path, server, pinned):
+    handler, base = server
+    root = tmp_path / "dfew"
+    part = root / "downloads/dfew.zip.part"
+    _started_part(part, f"{base}/other.zip", b"X" * 70_000, pinned)   # started from another URL
+    verify(_data_cfg(root, url=f"{base}/dfew.zip", sha256=pinned))
+    assert handler.ranges == [None] and (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
+    part.parent.joinpath("dfew.zip.part").write_bytes(b"X" * 70_000)    # a .part with no record of its source
+    (root / "downloads/dfew.zip").unlink()
+    verify(_data_cfg(root, url=f"{base}/dfew.zip", sha256=None))
+    assert handler.ranges == [None, None] and (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
+    assert not _leftovers(root) and not list(root.rglob("*.part.json"))
+
+
+@pytest.mark.parametrize(("key", "value"), [("path", "../../outside.zip"), ("path", "/tmp/outside.zip"),
+                                            ("extract_to", "../.."), ("extract_to", "/tmp")])
+def test_a_source_that_would_write_outside_the_root_is_refused(tmp_path, archive_file, key, value):
+    root = tmp_path / "dfew"
+    with pytest.raises(ValueError, match=f"data.sources.clips.{key} is '{value}'"):
+        verify(_data_cfg(root, url=archive_file.as_uri(), **{key: value}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]   # nothing written, anywhere
+
+
 def test_completed_part_gets_416_and_is_verified(tmp_path, server):
     handler, base = server
     root = tmp_path / "dfew"
     part = root / "downloads/dfew.zip.part"
-    part.parent.mkdir(parents=True)
-    part.write_bytes(ARCHIVE)
+    _started_part(part, f"{base}/dfew.zip", ARCHIVE)
     verify(_data_cfg(root, url=f"{base}/dfew.zip"))
     assert handler.ranges == [f"bytes={len(ARCHIVE)}-"]
     assert (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
