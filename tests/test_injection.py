@@ -1,7 +1,8 @@
 """Shell injection through params: a value that dvc.yaml puts into a stage's command line must be a name.
 
 compose_params.py refuses to write such a params.yaml, the Snakefile's adapter refuses to load one, and a stage's
-``select.*`` names are checked again where a command resolves them; the injected command never runs.
+``select.*`` names are checked again where a command resolves them; the efficiency stages take their options as a
+dict, which DVC quotes, so that even a params.yaml edited by hand runs no injected command under `dvc repro`.
 """
 
 import shutil
@@ -29,7 +30,7 @@ def test_the_repositorys_params_put_only_names_into_commands():
 
 @pytest.mark.parametrize(("where", "edit"), [
     ("grid.efficiency.flops", lambda p: p["grid"]["efficiency"].update(flops=INJECTED)),
-    ("grid.efficiency.arch", lambda p: p["grid"]["efficiency"].update(arch="tiny\ntouch INJECTED")),
+    ("model.num_frames", lambda p: p["model"].update(num_frames="16\ntouch INJECTED")),
     ("grid.main.variants[0]", lambda p: p["grid"]["main"]["variants"].__setitem__(0, "adatosk $(touch INJECTED)")),
     ("grid.main.splits[0].dataset", lambda p: p["grid"]["main"]["splits"][0].update(dataset="demo`touch INJECTED`")),
     ("datasets: key 'x y'", lambda p: p["datasets"].update({"x y": p["datasets"]["demo"]})),
@@ -75,3 +76,18 @@ def test_a_stage_selecting_a_name_with_shell_syntax_is_refused():
                             "select": {"dataset": "demo; touch INJECTED"}})
     with pytest.raises(ValueError, match="select.dataset='demo; touch INJECTED' is not a name"):
         select_run(cfg)
+
+
+@pytest.mark.slow  # DVC's start-up; `adatosk flops` refuses the names
+def test_dvc_repro_of_the_efficiency_stages_runs_no_injected_command(tmp_path):
+    root = _small_repo(tmp_path / "repo")
+    shutil.copytree(REPO / "adatosk", root / "adatosk", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    efficiency = params["grid"]["efficiency"]
+    efficiency["flops"].update(arch="tiny; touch INJECTED #", variants=["videomae; touch INJECTED #"])
+    efficiency["bench"].update(variants=["$(touch INJECTED)"], iters="1`touch INJECTED`")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))               # edited by hand: nothing checked it
+    for stage in ("flops", "bench"):
+        result = run([BIN / "dvc", "repro", "-s", stage], root, check=False)
+        assert result.returncode != 0 and "touch INJECTED" in result.stdout + result.stderr, stage
+    assert not (root / "INJECTED").exists()
