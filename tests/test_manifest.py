@@ -231,41 +231,36 @@ def test_class_orders_and_the_dfer_clip_mapping():
 
 # --- split files that must be refused, each with its file and line ---------------------------------------------------
 
-@pytest.mark.parametrize(("layout", "tree", "split_file", "text", "problem"), [
-    ("ferv39k", _ferv39k_tree, "4_setups/All_scenes/train_All.csv", "Action/Sad/0010 Sad\n/Action/Happy/0003 Happy\n",
-     "4_setups/All_scenes/train_All.csv:2: clip path '/Action/Happy/0003' leads outside the frames directory"),
-    ("mafw", _mafw_tree, "split/single/no_caption/set_1/train.txt", "00025.mp4 anger\n../../00028.mp4 anger\n",
-     "split/single/no_caption/set_1/train.txt:2: clip path '../../00028.mp4' leads outside the frames directory"),
-    ("mafw", _mafw_tree, "split/single/no_caption/set_1/train.txt", "00025.mp4 anger\n/data/00028.mp4 anger\n",
-     "split/single/no_caption/set_1/train.txt:2: clip path '/data/00028.mp4' leads outside the frames directory"),
-    ("mafw", _mafw_tree, "split/single/no_caption/set_1/train.txt", "00025.mp4 anger\nfaces/00028.mp4 anger\n",
-     "split/single/no_caption/set_1/train.txt:2: clip 'faces/00028.mp4' names a folder"),
-    ("mafw", _mafw_tree, "split/single/no_caption/set_1/train.txt", "00025.mp4 anger\n.hidden.mp4 anger\n",
-     "split/single/no_caption/set_1/train.txt:2: clip id '.hidden' is not a plain name"),
-    ("dfew", _dfew_tree, "EmoLabel_DataSplit/train(single-labeled)/set_1.csv", "video_name,label\n1,1\n2²,7\n",
-     "EmoLabel_DataSplit/train(single-labeled)/set_1.csv:3: malformed line '2²,7'"),
-    ("dfew", _dfew_tree, "EmoLabel_DataSplit/train(single-labeled)/set_1.csv", b"video_name,label\n1,1\n2\xff,7\n",
-     "EmoLabel_DataSplit/train(single-labeled)/set_1.csv:3: not UTF-8 text (byte 0xff at column 2)"),
-    ("dfew", _dfew_tree, "EmoLabel_DataSplit/train(single-labeled)/set_1.csv", "",
-     "EmoLabel_DataSplit/train(single-labeled)/set_1.csv: the split file is empty"),
-    ("dfew", _dfew_tree, "EmoLabel_DataSplit/train(single-labeled)/set_1.csv", "video_name,label\n1,1\n2,7\n\n",
-     None),
-    ("mafw", _mafw_tree, "split/single/no_caption/set_1/train.txt", "00025.mp4 anger\n00028.mp4 help",
-     "split/single/no_caption/set_1/train.txt:2: the file ends in the middle of this line"),
-    ("mafw", _mafw_tree, "split/single/no_caption/set_1/train.txt", "00025.mp4 anger\n00028.mp4 helplessness",
-     "split/single/no_caption/set_1/train.txt:2: the file ends in the middle of this line"),
+TRAIN_SPLIT = {"dfew": ("EmoLabel_DataSplit/train(single-labeled)/set_1.csv", _dfew_tree),
+               "ferv39k": ("4_setups/All_scenes/train_All.csv", _ferv39k_tree),
+               "mafw": ("split/single/no_caption/set_1/train.txt", _mafw_tree)}
+
+
+@pytest.mark.parametrize(("layout", "text", "problem"), [
+    ("ferv39k", "Action/Sad/0010 Sad\n/Action/Happy/0003 Happy\n",
+     ":2: clip path '/Action/Happy/0003' leads outside the frames directory"),
+    ("mafw", "00025.mp4 anger\n../../00028.mp4 anger\n", ":2: clip path '../../00028.mp4' leads outside"),
+    ("mafw", "00025.mp4 anger\n/data/00028.mp4 anger\n", ":2: clip path '/data/00028.mp4' leads outside"),
+    ("mafw", "00025.mp4 anger\nfaces/00028.mp4 anger\n", ":2: clip 'faces/00028.mp4' names a folder"),
+    ("mafw", "00025.mp4 anger\n.hidden.mp4 anger\n", ":2: clip id '.hidden' is not a plain name"),
+    ("dfew", "video_name,label\n1,1\n2²,7\n", ":3: malformed line '2²,7'"),
+    ("dfew", b"video_name,label\n1,1\n2\xff,7\n", ":3: not UTF-8 text (byte 0xff at column 2)"),
+    ("dfew", "", ": the split file is empty"),
+    ("dfew", "video_name,label\n1,1\n2,7\n\n", None),
+    ("mafw", "00025.mp4 anger\n00028.mp4 help", ":2: the file ends in the middle of this line"),
+    ("mafw", "00025.mp4 anger\n00028.mp4 helplessness", ":2: the file ends in the middle of this line"),
 ])
-def test_a_bad_split_file_is_refused_naming_file_and_line(tmp_path, layout, tree, split_file, text, problem):
+def test_a_bad_split_file_is_refused_naming_file_and_line(tmp_path, layout, text, problem):
+    split_file, tree = TRAIN_SPLIT[layout]
     tree(tmp_path)
-    path = tmp_path / split_file
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    (tmp_path / split_file).write_bytes(text if isinstance(text, bytes) else text.encode())
     cfg = _data_cfg(tmp_path, layout, [1])
     if problem is None:  # a blank last line is no cut
         assert len(build_manifest(cfg)) > 0
         return
     with pytest.raises(ManifestError) as caught:
         build_manifest(cfg)
-    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+    assert any(p.startswith(split_file + problem) for p in caught.value.problems), caught.value.problems
 
 
 def test_the_fold_size_error_says_null_is_the_value_for_a_subset(tmp_path):
