@@ -30,11 +30,11 @@ def test_the_repositorys_params_put_only_names_into_commands():
 
 @pytest.mark.parametrize(("where", "edit"), [
     ("grid.efficiency.flops", lambda p: p["grid"]["efficiency"].update(flops=INJECTED)),
-    ("model.num_frames", lambda p: p["model"].update(num_frames="16\ntouch INJECTED")),
+    ("grid.main.seeds[0]", lambda p: p["grid"]["main"]["seeds"].__setitem__(0, "0\ntouch INJECTED")),
     ("grid.main.variants[0]", lambda p: p["grid"]["main"]["variants"].__setitem__(0, "adatosk $(touch INJECTED)")),
     ("grid.main.splits[0].dataset", lambda p: p["grid"]["main"]["splits"][0].update(dataset="demo`touch INJECTED`")),
     ("datasets: key 'x y'", lambda p: p["datasets"].update({"x y": p["datasets"]["demo"]})),
-    ("model.img_size", lambda p: p["model"].update(img_size="64 && touch INJECTED")),
+    ("grid.generate: key 'demo&&touch'", lambda p: p["grid"]["generate"].update({"demo&&touch": "x"})),
 ])
 def test_every_interpolated_value_is_checked(where, edit):
     dvc_yaml, params = _repository()
@@ -85,7 +85,7 @@ def test_dvc_repro_of_the_efficiency_stages_runs_no_injected_command(tmp_path):
     params = yaml.safe_load((root / "params.yaml").read_text())
     efficiency = params["grid"]["efficiency"]
     efficiency["flops"].update(arch="tiny; touch INJECTED #", variants=["videomae; touch INJECTED #"])
-    efficiency["bench"].update(variants=["$(touch INJECTED)"], iters="1`touch INJECTED`")
+    efficiency["bench"].update(variants=["$(touch INJECTED)"], iters="1`touch INJECTED`", frames="16 && touch INJECTED")
     (root / "params.yaml").write_text(yaml.safe_dump(params))               # edited by hand: nothing checked it
     for stage in ("flops", "bench"):
         result = run([BIN / "dvc", "repro", "-s", stage], root, check=False)
