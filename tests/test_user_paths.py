@@ -2,8 +2,8 @@
 -S ...`, and the real pipeline resolves it; compose_params.py says which of its overrides `dvc exp run` drops;
 `dvc exp show --only-changed` shows the columns that differ.
 
-The repository is a small one: the real params/, .dvc/config's Hydra settings and compose_params.py, with a
-one-stage dvc.yaml that copies the params it reads (no training).
+The repository is a small one: the real params/, .dvc/config's Hydra settings and workflow/ (compose_params.py),
+with a one-stage dvc.yaml that copies the params it reads (no training).
 """
 
 import shutil
@@ -27,7 +27,7 @@ def own_experiment_repo(root: Path) -> Path:
     """What the template's header tells a user to do: copy it, edit it, select it in params/config.yaml."""
     root.mkdir()
     shutil.copytree(REPO / "params", root / "params")
-    shutil.copytree(REPO / "workflow/scripts", root / "workflow/scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "workflow", root / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
     template = (root / "params/experiment/own_data.yaml").read_text()
     edited = (template.replace("mydata", "mine").replace("root: data/mine ", "root: /srv/data/mine ")
               .replace("folds: [1] ", "folds: [1, 2] ")
