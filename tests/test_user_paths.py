@@ -39,6 +39,7 @@ def own_experiment_repo(root: Path) -> Path:
     config.write_text(config.read_text().replace("  - experiment: demo\n", "  - experiment: mine\n"))
     (root / "dvc.yaml").write_text(DVC_YAML)
     run(["git", "init", "-q", "-b", "main"], root)
+    run([BIN / "dvc", "init", "-q"], root)
     for key, value in (("core.analytics", "false"), ("hydra.enabled", "true"), ("hydra.config_dir", "params"),
                        ("hydra.config_name", "config")):
         run([BIN / "dvc", "config", key, value], root)
