@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The demo pipeline (dvc.yaml) on every core: Snakemake runs its stages side by side, one thread each (the demo's
-# train.threads and grid.efficiency.bench_threads), then `dvc commit` records them in dvc.lock, so that
+# train.threads and grid.efficiency.bench.threads), then `dvc commit` records them in dvc.lock, so that
 # `dvc status` / `dvc repro` find the pipeline current. After a killed run, Snakemake reruns the jobs it left
 # incomplete (--rerun-incomplete; a killed training resumes from its train_state.pt). `make demo
 # EXPERIMENT=demo_seeds` first composes params.yaml for another experiment (params/experiment/demo_seeds.yaml: 3

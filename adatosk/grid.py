@@ -12,6 +12,7 @@ stages; the run's seed is in its command (``select.seed=1``), so adding a seed t
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePath
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 # (tests/test_pipeline_dag.py checks that the two agree).
 RUN_DIR = "{output_root}/{dataset}/{variant}/fold{fold}/seed{seed}"
 SELECT_KEYS = ("dataset", "fold", "variant", "seed")
+NAME = re.compile(r"[A-Za-z0-9_.-]+")   # dataset and variant names: they are paths and shell words of the pipeline
 
 
 def run_dir(output_root: str, dataset: str, variant: str, fold: int, seed: int) -> str:
@@ -32,6 +34,9 @@ def select_run(cfg: DictConfig, where: str = "the config") -> DictConfig:
     dataset, fold, variant, seed = (select.get(k) for k in SELECT_KEYS)
     if all(value is None for value in (dataset, fold, variant, seed)):
         return cfg
+    for key, name in (("dataset", dataset), ("variant", variant)):
+        if name is not None and not NAME.fullmatch(str(name)):
+            raise ValueError(f"{where}: select.{key}={name!r} is not a name ([A-Za-z0-9_.-]+)")
     # entries are resolved where they stand, before `data` / `model` change: a composed (not yet resolved) config's
     # entries refer to them (`datasets.demo: ${data}`, `variants.*.arch: ${model.arch}`)
     data = _resolved_entry(cfg, "datasets", dataset, where) if dataset is not None else None

@@ -40,6 +40,12 @@ def _data_cfg(root: Path, **entry) -> dict:
     return {"name": "dfew", "root": str(root), "sources": {"clips": source}}
 
 
+@pytest.fixture(autouse=True)
+def _work_dir(tmp_path: Path, monkeypatch) -> None:
+    """Receipts go to results/verify/ under the working directory: a test's own."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture()
 def archive_file(tmp_path: Path) -> Path:
     path = tmp_path / "src" / "dfew.zip"
@@ -114,7 +120,7 @@ def test_file_url_success_extracts_and_writes_receipt(tmp_path, archive_file):
     result = verify(_data_cfg(root, url=archive_file.as_uri()))
     assert (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
     _assert_extracted(root)
-    receipt = json.loads((root / ".verified.json").read_text())
+    receipt = json.loads((tmp_path / "results/verify/dfew.json").read_text())
     entry = receipt["sources"]["clips"]
     assert receipt["dataset"] == "dfew" and entry == result["sources"]["clips"]
     assert entry["sha256"] == ARCHIVE_SHA and entry["status"] == "verified" and entry["members"] == len(MEMBERS) + 1
@@ -132,15 +138,21 @@ def test_checksum_mismatch_leaves_nothing_at_the_final_path(tmp_path, archive_fi
     assert "dfew.zip" in message and wrong in message and ARCHIVE_SHA in message
     assert not (root / "downloads/dfew.zip").exists()
     assert not _leftovers(root)
-    assert not (root / ".verified.json").exists() and not (root / "Clip").exists()
+    assert not (tmp_path / "results/verify/dfew.json").exists() and not (root / "Clip").exists()
+
+
+def _started_part(part: Path, url: str, data: bytes, sha256: str | None = ARCHIVE_SHA) -> None:
+    """A ``.part`` as an interrupted download from ``url`` left it, with the record of what it is from."""
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data)
+    part.with_name(part.name + ".json").write_text(json.dumps({"url": url, "sha256": sha256}))
 
 
 def test_http_download_resumes_a_partial_file(tmp_path, server):
     handler, base = server
     root = tmp_path / "dfew"
     part = root / "downloads/dfew.zip.part"
-    part.parent.mkdir(parents=True)
-    part.write_bytes(ARCHIVE[:70_000])
+    _started_part(part, f"{base}/dfew.zip", ARCHIVE[:70_000])
     verify(_data_cfg(root, url=f"{base}/dfew.zip"))
     assert handler.ranges == ["bytes=70000-"]
     assert (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
@@ -174,12 +186,35 @@ def test_server_ignoring_range_restarts_from_zero(tmp_path, server):
     assert (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
 
 
+@pytest.mark.parametrize("pinned", [ARCHIVE_SHA, None])
+def test_a_part_of_another_file_is_discarded_not_spliced(tmp_path, server, pinned):
+    handler, base = server
+    root = tmp_path / "dfew"
+    part = root / "downloads/dfew.zip.part"
+    _started_part(part, f"{base}/other.zip", b"X" * 70_000, pinned)   # started from another URL
+    verify(_data_cfg(root, url=f"{base}/dfew.zip", sha256=pinned))
+    assert handler.ranges == [None] and (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
+    part.parent.joinpath("dfew.zip.part").write_bytes(b"X" * 70_000)    # a .part with no record of its source
+    (root / "downloads/dfew.zip").unlink()
+    verify(_data_cfg(root, url=f"{base}/dfew.zip", sha256=None))
+    assert handler.ranges == [None, None] and (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
+    assert not _leftovers(root) and not list(root.rglob("*.part.json"))
+
+
+@pytest.mark.parametrize(("key", "value"), [("path", "../../outside.zip"), ("path", "/tmp/outside.zip"),
+                                            ("extract_to", "../.."), ("extract_to", "/tmp")])
+def test_a_source_that_would_write_outside_the_root_is_refused(tmp_path, archive_file, key, value):
+    root = tmp_path / "dfew"
+    with pytest.raises(ValueError, match=f"data.sources.clips.{key} is '{value}'"):
+        verify(_data_cfg(root, url=archive_file.as_uri(), **{key: value}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]   # nothing written, anywhere
+
+
 def test_completed_part_gets_416_and_is_verified(tmp_path, server):
     handler, base = server
     root = tmp_path / "dfew"
     part = root / "downloads/dfew.zip.part"
-    part.parent.mkdir(parents=True)
-    part.write_bytes(ARCHIVE)
+    _started_part(part, f"{base}/dfew.zip", ARCHIVE)
     verify(_data_cfg(root, url=f"{base}/dfew.zip"))
     assert handler.ranges == [f"bytes={len(ARCHIVE)}-"]
     assert (root / "downloads/dfew.zip").read_bytes() == ARCHIVE
@@ -213,7 +248,7 @@ def test_optional_absent_source_is_recorded(tmp_path):
     root = tmp_path / "dfew"
     result = verify(_data_cfg(root, url=None, required=False))
     assert result["sources"]["clips"]["status"] == "absent (optional)"
-    assert (root / ".verified.json").is_file()
+    assert (tmp_path / "results/verify/dfew.json").is_file()
 
 
 # --- receipts, in-place files, folders, other archives ---------------------------------------------------------------
@@ -294,12 +329,13 @@ def test_demo_sources_record_the_generated_tree(tmp_path):
     generate(root, {"subjects": 5, "clips_per_class": 2, "raw_videos": 1})
     sources = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "params/data/demo.yaml").sources)
     receipt = tmp_path / "receipts/demo.json"
+    before = sorted(root.rglob("*"))
     result = verify({"name": "demo", "root": str(root), "sources": sources}, receipt=receipt)
     files = [p for p in root.rglob("*") if p.is_file()]
     entry = result["sources"]["tree"]
     assert entry["files"] == len(files) and entry["size"] == sum(p.stat().st_size for p in files)
     assert json.loads(receipt.read_text())["sources"]["tree"]["listing_sha256"] == entry["listing_sha256"]
-    assert not (root / ".verified.json").exists()
+    assert sorted(root.rglob("*")) == before   # nothing written into the tree
 
 
 def test_cli_reports_a_missing_source_without_a_traceback(tmp_path, capsys):

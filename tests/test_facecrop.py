@@ -216,7 +216,7 @@ def test_face_crop_params_match_the_crop_fields(name):
 # --- the stage ------------------------------------------------------------------------------------------------------
 
 def _raw_cfg(tmp_path: Path, **face_crop) -> dict:
-    return {"name": "clips", "layout": "dfew", "root": str(tmp_path / "root"), "frames_dir": "faces",
+    return {"name": "clips", "layout": "dfew", "root": str(tmp_path / "root"), "crops_dir": str(tmp_path / "crops"),
             "cache_dir": str(tmp_path / "cache"), "img_size": 64,
             "face_crop": {"precropped": False, "videos_dir": "videos", **face_crop}}
 
@@ -231,14 +231,14 @@ def test_stage_crops_raw_videos_excludes_faceless_clips_and_resumes(tmp_path, si
     report = run(cfg, jobs=2)
     assert (report["clips"], report["processed"], report["ok"]) == (2, 2, 1)
     assert [e["clip"] for e in report["excluded"]] == ["noface"] and report["failed"] == []
-    frames = tmp_path / "root" / "faces" / "face"
+    frames = tmp_path / "crops" / "face"
     assert sorted(p.name for p in frames.iterdir())[:2] == ["face_00001.jpg", "face_00002.jpg"]
     crops = read_frames_dir(frames)
     assert crops.shape == (12, 224, 224, 3)
     cached = open_clip(tmp_path / "cache" / "face.npy")
     assert cached.shape == (12, 64, 64, 3)
     assert np.abs(cached.astype(int) - resize_clip(crops, 64)).mean() < 3  # the cache shows the written crops
-    assert not (tmp_path / "cache" / "noface.npy").exists() and not (tmp_path / "root" / "faces" / "noface").exists()
+    assert not (tmp_path / "cache" / "noface.npy").exists() and not (tmp_path / "crops" / "noface").exists()
     on_disk = json.loads((tmp_path / "cache" / "face_crop_report.json").read_text())
     assert on_disk["excluded"][0]["source"].endswith("noface.mp4")
     log = [json.loads(line) for line in (tmp_path / "cache" / "face_crop_log.jsonl").read_text().splitlines()]
@@ -257,8 +257,8 @@ def test_stage_never_writes_into_a_datasets_own_frames(tmp_path, single_face):
     cfg = _raw_cfg(tmp_path)
     (tmp_path / "root" / "videos").mkdir(parents=True)
     write_video(tmp_path / "root" / "videos" / "face.mp4", single_face[:4])
-    (tmp_path / "root" / "faces" / "00001").mkdir(parents=True)  # e.g. DFEW's clip_224x224
-    with pytest.raises(FileExistsError, match="set data.frames_dir to a new folder"):
+    (tmp_path / "crops" / "00001").mkdir(parents=True)  # e.g. DFEW's clip_224x224
+    with pytest.raises(FileExistsError, match="set data.crops_dir to a new folder"):
         run(cfg)
 
 
@@ -348,7 +348,7 @@ def test_command_fails_naming_an_undecodable_video_after_cropping_the_others(tmp
     (videos / "broken.mp4").write_bytes((DATA / "single_face.mp4").read_bytes()[:20_000])  # truncated: no index
     code, out, err = _face_crop(capsys, f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache'}",
                                 "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos",
-                                "data.frames_dir=faces")
+                                f"data.crops_dir={tmp_path / 'crops'}")
     assert code == 1 and "1 ok" in out and "1 failed" in out
     (line,) = err.splitlines()
     assert line.startswith(f"adatosk face-crop: {videos / 'broken.mp4'}: cannot decode the video: pyav: ")

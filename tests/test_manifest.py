@@ -17,7 +17,7 @@ from adatosk.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from adatosk.errors import AdatoskError
+from adatosk.errors import AdatoskError, ConfigError
 
 
 def _frames(folder: Path, n: int, suffix: str = ".jpg") -> None:
@@ -90,6 +90,19 @@ def test_mafw_reader_uses_mae_dfer_order(tmp_path):
     assert labels == {"00025": 0, "00028": 9, "00108": 3}  # anger, helplessness, happiness
     assert df.set_index("clip_id").loc["00108", "path"] == "data/faces/00108"
     assert (df.n_frames == 7).all()
+
+
+def test_raw_video_crops_are_read_from_crops_dir_outside_the_tree(tmp_path):
+    root = tmp_path / "mafw"
+    _mafw_tree(root)
+    crops = tmp_path / "cache" / "crops"
+    for clip in ["00025", "00028", "00108"]:
+        _frames(crops / clip, 3)
+    raw = {"face_crop": {"precropped": False, "videos_dir": "data/clips"}}
+    df = build_manifest(_data_cfg(root, "mafw", [1], crops_dir=str(crops), **raw))
+    assert set(df.path) == {"00025", "00028", "00108"} and set(df.n_frames) == {3}   # relative to crops_dir
+    with pytest.raises(ConfigError, match="inside data.root"):
+        build_manifest(_data_cfg(root, "mafw", [1], crops_dir=str(root / "crops"), **raw))
 
 
 def test_frames_dir_points_elsewhere(tmp_path):
@@ -171,7 +184,7 @@ def test_write_read_roundtrip_keeps_zero_padded_ids(tmp_path):
     assert back.clip_id.iloc[0].startswith("000") and back.n_frames.dtype.kind == "i"
     assert not list(path.parent.glob(".*.tmp"))  # atomic write left no temporary file
     path.write_text("clip_id,path\n00001,x\n")
-    with pytest.raises(AdatoskError, match="manifest.csv: columns"):
+    with pytest.raises(AdatoskError, match="manifest.csv: line 1: the columns are"):
         read_manifest(path)
 
 
@@ -215,3 +228,89 @@ def test_class_orders_and_the_dfer_clip_mapping():
     assert label_of("ferv39k", "Happy") == 0 and label_of("mafw", " Contempt ") == 7
     with pytest.raises(KeyError, match="unknown mafw class"):
         label_of("mafw", "happy")
+
+
+# --- split files that must be refused, each with its file and line ---------------------------------------------------
+
+TRAIN_SPLIT = {"dfew": ("EmoLabel_DataSplit/train(single-labeled)/set_1.csv", _dfew_tree),
+               "ferv39k": ("4_setups/All_scenes/train_All.csv", _ferv39k_tree),
+               "mafw": ("split/single/no_caption/set_1/train.txt", _mafw_tree)}
+
+
+@pytest.mark.parametrize(("layout", "text", "problem"), [
+    ("ferv39k", "Action/Sad/0010 Sad\n/Action/Happy/0003 Happy\n",
+     ":2: clip path '/Action/Happy/0003' leads outside the frames directory"),
+    ("mafw", "00025.mp4 anger\n../../00028.mp4 anger\n", ":2: clip path '../../00028.mp4' leads outside"),
+    ("mafw", "00025.mp4 anger\n/data/00028.mp4 anger\n", ":2: clip path '/data/00028.mp4' leads outside"),
+    ("mafw", "00025.mp4 anger\nfaces/00028.mp4 anger\n", ":2: clip 'faces/00028.mp4' names a folder"),
+    ("mafw", "00025.mp4 anger\n.hidden.mp4 anger\n", ":2: clip id '.hidden' is not a plain name"),
+    ("dfew", "video_name,label\n1,1\n2²,7\n", ":3: malformed line '2²,7'"),
+    ("dfew", b"video_name,label\n1,1\n2\xff,7\n", ":3: not UTF-8 text (byte 0xff at column 2)"),
+    ("dfew", "", ": the split file is empty"),
+    ("dfew", "video_name,label\n1,1\n2,7\n\n", None),
+    ("mafw", "00025.mp4 anger\n00028.mp4 help", ":2: the file ends in the middle of this line"),
+    ("mafw", "00025.mp4 anger\n00028.mp4 helplessness", ":2: the file ends in the middle of this line"),
+])
+def test_a_bad_split_file_is_refused_naming_file_and_line(tmp_path, layout, text, problem):
+    split_file, tree = TRAIN_SPLIT[layout]
+    tree(tmp_path)
+    (tmp_path / split_file).write_bytes(text if isinstance(text, bytes) else text.encode())
+    cfg = _data_cfg(tmp_path, layout, [1])
+    if problem is None:  # a blank last line is no cut
+        assert len(build_manifest(cfg)) > 0
+        return
+    with pytest.raises(ManifestError) as caught:
+        build_manifest(cfg)
+    assert any(p.startswith(split_file + problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_the_fold_size_error_says_null_is_the_value_for_a_subset(tmp_path):
+    _dfew_tree(tmp_path)
+    with pytest.raises(ManifestError, match=r"set data.expected_fold_sizes=null"):
+        build_manifest(_data_cfg(tmp_path, "dfew", [1], expected_fold_sizes=[[9356, 2341]]))
+
+
+# --- a hand-edited manifest ------------------------------------------------------------------------------------
+
+def _manifest(tmp_path: Path) -> tuple[Path, list[str]]:
+    _dfew_tree(tmp_path / "tree")
+    path = tmp_path / "manifest.csv"
+    write_manifest(build_manifest(_data_cfg(tmp_path / "tree", "dfew", [1, 2])), path)
+    return path, path.read_text().splitlines()
+
+
+def _edited(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("edit", "problem"), [
+    (lambda h, rows: ([h.replace("label,label_name,fold", "fold,label_name,label")], rows),
+     "label '1' goes with"),
+    (lambda h, rows: ([h], rows + [r for r in rows if r.endswith(",test")] * 3), "listed twice in the test split"),
+    (lambda h, rows: ([h], rows + [r[:-len("test")] + "train" for r in rows if r.endswith(",test")]),
+     "is in both test (line"),
+    (lambda h, rows: ([h], [r.replace(",train", ",Train") for r in rows]), "split 'Train' is not one of"),
+    (lambda h, rows: ([h], [rows[0].replace("00001", "../../../x", 1)] + rows[1:]), "clip id '../../../x' is not"),
+    (lambda h, rows: ([h], [rows[0].replace("Clip/clip_224x224/", "../../", 1)] + rows[1:]), "leads out of its folder"),
+    (lambda h, rows: ([h], [rows[0].replace(",1,test", ",0,test").replace(",1,train", ",0,train")] + rows[1:]),
+     "fold '0' is not an integer >= 1"),
+], ids=["swapped-headers", "test-rows-x4", "test-in-train", "Train-typo", "clip-id-escape", "path-escape", "fold-0"])
+def test_a_hand_edited_manifest_is_refused_naming_file_and_line(tmp_path, edit, problem):
+    path, (header, *rows) = _manifest(tmp_path)
+    head, body = edit(header, rows)
+    path.write_text(_edited(head + body))
+    with pytest.raises(AdatoskError) as caught:
+        read_manifest(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and problem in message and "line " in message, message
+
+
+def test_the_dataset_refuses_a_hand_edited_manifest_file(tmp_path):
+    from adatosk.data.dataset import ClipDataset
+
+    path, (header, *rows) = _manifest(tmp_path)
+    path.write_text(_edited([header] + rows + [r for r in rows if r.endswith(",test")]))
+    cfg = _data_cfg(tmp_path / "tree", "dfew", [1, 2], num_classes=7, cache_dir=str(tmp_path / "c"), num_frames=4,
+                    img_size=16)
+    with pytest.raises(AdatoskError, match="listed twice in the test split"):
+        ClipDataset(path, cfg, fold=1, split="test", train=False)

@@ -41,7 +41,7 @@ grid:
     variants: [videomae, adatosk_dagger]
   ablation: {splits: [], variants: []}
   figures: {splits: [{dataset: demo, fold: 1}], variants: [adatosk_dagger]}
-  efficiency: {flops: adatosk_dagger, bench: adatosk_dagger, bench_iters: 1}
+  efficiency: {flops: {variants: [adatosk_dagger]}, bench: {variants: [adatosk_dagger], iters: 1}}
 """
 MAIN_STAGES = {f"{s}@split{k}-{v}-0" for s in ("train", "evaluate") for k in (0, 1)
                for v in ("videomae", "adatosk_dagger")}
@@ -142,7 +142,7 @@ def test_a_param_marks_exactly_the_stages_that_read_it(repro):
         (["train.epochs=2"], {s for s in MAIN_STAGES if s.startswith("train@")}),
         (["evaluate.mask_seed=3"], {s for s in MAIN_STAGES if s.startswith("evaluate@")} | {FIGURES}),
         (["evaluate.batch_size=2"], {s for s in MAIN_STAGES if s.startswith("evaluate@")}),
-        (["grid.efficiency.bench_iters=2"], {"flops", "bench"}),
+        (["grid.efficiency.bench.iters=2"], {"flops", "bench"}),
         (["data.generator.noise=4.0"], {"demo_data@demo"}),
         (["data.sampling.stride=3"], MAIN_STAGES | {FIGURES}),
         (["grid.main.seeds=[0,1]"], {s.replace("-0", "-1") for s in MAIN_STAGES} | {"tables"}),

@@ -2,8 +2,8 @@
 -S ...`, and the real pipeline resolves it; compose_params.py says which of its overrides `dvc exp run` drops;
 `dvc exp show --only-changed` shows the columns that differ.
 
-The repository is a small one: the real params/, .dvc/config's Hydra settings and compose_params.py, with a
-one-stage dvc.yaml that copies the params it reads (no training).
+The repository is a small one: the real params/, .dvc/config's Hydra settings and workflow/ (compose_params.py),
+with a one-stage dvc.yaml that copies the params it reads (no training).
 """
 
 import shutil
@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from test_pipeline_dag import BIN, REPO, run
+from test_pipeline_dag import BIN, REPO, copy_repo, run
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +27,7 @@ def own_experiment_repo(root: Path) -> Path:
     """What the template's header tells a user to do: copy it, edit it, select it in params/config.yaml."""
     root.mkdir()
     shutil.copytree(REPO / "params", root / "params")
-    shutil.copytree(REPO / "workflow/scripts", root / "workflow/scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "workflow", root / "workflow", ignore=shutil.ignore_patterns("__pycache__"))
     template = (root / "params/experiment/own_data.yaml").read_text()
     edited = (template.replace("mydata", "mine").replace("root: data/mine ", "root: /srv/data/mine ")
               .replace("folds: [1] ", "folds: [1, 2] ")
@@ -92,3 +91,41 @@ def test_own_experiment_survives_exp_run_and_the_pipeline_resolves_it(own_repo, 
         assert any(name == run_stage or name.startswith(run_stage + "-") for name in stages), run_stage  # -<seed>
     assert not any("demo" in name for name in stages)
 
+
+
+def test_raw_video_own_data_is_clean_after_one_dvc_repro(tmp_path):
+    """The template with raw videos (face_crop.precropped: false) on a `dvc add`ed tree: the first `dvc repro` of
+    the data stages writes nothing into the tree (crops, receipt), so the second has nothing to do."""
+    from adatosk.data.video import read_video, write_video
+
+    root = copy_repo(tmp_path / "repo")
+    template = (root / "params/experiment/own_data.yaml").read_text()
+    raw = template.replace("    # face_crop: {precropped: false}\n", "    face_crop: {precropped: false}\n")
+    assert raw != template
+    (root / "params/experiment/mine.yaml").write_text(raw)
+    config = root / "params/config.yaml"
+    config.write_text(config.read_text().replace("  - experiment: demo\n", "  - experiment: mine\n"))
+    run([BIN / "python", "workflow/scripts/compose_params.py"], root)
+    tree = root / "data/mydata"
+    (tree / "Clip/original").mkdir(parents=True)
+    frames = read_video(REPO / "tests/data/single_face.mp4")[:6]
+    for video in (1, 2):
+        write_video(tree / f"Clip/original/{video:05d}.mp4", frames)
+    for split, video in (("train", 1), ("test", 2)):
+        folder = tree / f"EmoLabel_DataSplit/{split}(single-labeled)"
+        folder.mkdir(parents=True)
+        (folder / "set_1.csv").write_text(f"video_name,label\n{video},1\n")
+    run([BIN / "dvc", "add", "-q", "data"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "my data"], root)
+    data_dvc = (root / "data.dvc").read_text()
+
+    first = run([BIN / "dvc", "repro", "manifest@mydata"], root).stdout
+    assert "Running stage 'face_crop@mydata'" in first
+    assert sorted(p.name for p in (root / "cache/mydata/crops").iterdir() if p.is_dir()) == ["00001", "00002"]
+    second = run([BIN / "dvc", "repro", "manifest@mydata"], root).stdout
+    assert "Running stage" not in second, second
+    assert (root / "data.dvc").read_text() == data_dvc
+    status = run([BIN / "dvc", "status", "data.dvc", "download_verify@mydata", "face_crop@mydata",
+                  "manifest@mydata"], root).stdout
+    assert "up to date" in status, status

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from workflow.command_values import unsafe_command_values
+
 PARAMS_FILE = "params.yaml"
 RESOURCE_KINDS = ("cpu", "gpu")
 GPU_PASSTHROUGH = ("gres", "constraint", "qos", "gpu_model")   # config keys given to GPU jobs as they are
@@ -76,6 +78,10 @@ def rule_specs(repo_root: str | os.PathLike[str] = ".") -> list[RuleSpec]:
 
     root = str(Path(repo_root).resolve())
     values = _load_params(Path(root) / PARAMS_FILE)
+    unsafe = unsafe_command_values(_load_params(Path(root) / "dvc.yaml"), values)
+    if unsafe:
+        raise ValueError(f"{PARAMS_FILE}: values that dvc.yaml puts into shell commands are not names:\n  "
+                         + "\n  ".join(unsafe))
     with Repo(root) as repo:
         stages = list(repo.index.stages)
         produced = [_relpath(out.fs_path, root) for stage in stages if stage.cmd for out in stage.outs]

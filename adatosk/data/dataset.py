@@ -1,7 +1,8 @@
 """The clip dataset: manifest rows of one fold and split -> sampled, augmented, normalised clips.
 
 Each clip is read from the packed cache ``{cache_dir}/{clip_id}.npy`` when it exists, else from its frame folder
-or video file ``{root}/{path}``; only the sampled frames are gathered (or decoded, for frame folders).
+or video file ``{frames base}/{path}`` (``data.root``, or ``data.crops_dir`` for raw videos:
+:func:`adatosk.data.manifest.frames_base`); only the sampled frames are gathered (or decoded, for frame folders).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pandas as pd
 import torch
 
 from adatosk.data.cache import open_clip
-from adatosk.errors import AdatoskError
+from adatosk.data.manifest import frames_base, read_manifest
 from adatosk.data.sampling import single_frame, test_indices, train_indices
 from adatosk.data.transforms import ClipAugment, normalize_clip, resize_clip
 from adatosk.data.video import VideoDecodeError, frame_files, read_frame_files, read_video
+from adatosk.errors import AdatoskError
 
 MANIFEST_COLUMNS = ("clip_id", "path", "label", "fold", "split")
 
@@ -124,8 +126,6 @@ class ClipDataset(torch.utils.data.Dataset):
         seed: int = 0,
     ):
         if not isinstance(manifest, pd.DataFrame):
-            from adatosk.data.manifest import read_manifest
-
             manifest = read_manifest(manifest)
         missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
         if missing:
@@ -143,7 +143,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if bad:
             raise AdatoskError(f"labels {bad} outside [0, {self.num_classes}) in fold {fold}, split {split!r}")
 
-        self.root = Path(data_cfg["root"])
+        self.root = frames_base(data_cfg)  # the manifest's paths are relative to it
         self.cache_dir = Path(data_cfg["cache_dir"])
         self.num_frames = int(data_cfg["num_frames"])
         self.size = int(data_cfg["img_size"])

@@ -11,13 +11,20 @@ One entry per source, keyed by name (``data.sources.<name>``):
     sha256       archive: expected checksum (null: computed and recorded only)
     files, size  folder: expected number of files and total bytes, hidden entries excluded (null: recorded only)
     extract_to   archive: extract (zip or tar) into this directory under data.root (null: do not extract)
-    required     false: an absent source is recorded as absent instead of failing
+    required     false: an absent source is recorded as absent instead of failing. The dataset's own face frames
+                 (the source at ``data.frames_dir``) are required only when read (``data.face_crop.precropped``),
+                 its raw videos (at ``data.face_crop.videos_dir``) only when cropped (``precropped: false``)
     licence_url  where to request the licence (named in the error when the source is missing)
 
 Downloads resume: bytes go to ``<path>.part``, continued with an HTTP Range request (or a seek) on the next run, and
 the file reaches ``<path>`` only after its checksum matched; a mismatching download is deleted, never kept at
-``<path>``. A small JSON receipt of what was verified is written atomically to ``{data.root}/.verified.json`` (or
-``--receipt``); an archive whose size and mtime are unchanged since the receipt is not hashed again.
+``<path>``. A ``.part`` is continued only from the URL (and for the checksum) it was started for, as
+``<path>.part.json`` records; any other is discarded, never spliced. Nothing is written outside ``data.root``: a
+fetched source's ``path`` and an ``extract_to`` must be relative, without ``..``.
+
+A small JSON receipt of what was verified is written atomically to ``results/verify/<data.name>.json`` (or
+``--receipt``), never into the dataset's tree; an archive whose size and mtime are unchanged since the receipt is not
+hashed again.
 """
 
 from __future__ import annotations
@@ -38,15 +45,15 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from adatosk.errors import AdatoskError
 from adatosk.io import sha256_file, write_json_atomic
 
 CHUNK = 1 << 20
-RECEIPT_NAME = ".verified.json"
+RECEIPT = "results/verify/{name}.json"   # relative to the working directory, like manifests/ and cache/
 KINDS = ("archive", "folder")
 
 
@@ -95,7 +102,17 @@ class Source:
                              "apply to archives")
         if source.kind == "archive" and (source.files is not None or source.size is not None):
             raise ValueError(f"data.sources.{name}: an archive is checked by sha256; files and size apply to folders")
+        written = {"extract_to": source.extract_to, "path": source.path if source.url is not None else None}
+        for key, value in written.items():
+            if value is not None and _leaves_root(str(value)):
+                raise ValueError(f"data.sources.{name}.{key} is {value!r}: verify writes there, and it must be a "
+                                 "folder under data.root (relative, without '..')")
         return source
+
+
+def _leaves_root(relative: str) -> bool:
+    path = PurePosixPath(relative.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts or relative.startswith("~")
 
 
 def _missing(dataset: str, source: Source, target: Path, why: str) -> SourceMissingError:
@@ -164,6 +181,24 @@ def open_at(url: str, offset: int) -> Iterator[tuple[IO[bytes], int, int | None]
             yield stream, offset, total
 
 
+def _part_key(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _resumable(part: Path, url: str, expected_sha256: str | None) -> int:
+    """The bytes of ``part`` to continue from: all of them if it was started from ``url`` for the same checksum,
+    else none (a ``.part`` of another file is discarded, never spliced); records what the part is from."""
+    key = {"url": url, "sha256": (expected_sha256 or "").lower() or None}
+    try:
+        same = json.loads(_part_key(part).read_text(encoding="utf-8")) == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        part.unlink(missing_ok=True)
+    write_json_atomic(_part_key(part), key)
+    return part.stat().st_size if part.exists() else 0
+
+
 def fetch_file(url: str, dest: Path, expected_sha256: str | None, what: str) -> str:
     """Copy or download ``url`` to ``dest`` through ``dest.part`` (continued if present); return its sha256.
 
@@ -175,7 +210,7 @@ def fetch_file(url: str, dest: Path, expected_sha256: str | None, what: str) -> 
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    with open_at(url, part.stat().st_size if part.exists() else 0) as (stream, offset, total):
+    with open_at(url, _resumable(part, url, expected_sha256)) as (stream, offset, total):
         with open(part, "r+b" if offset else "wb") as out:
             if offset:  # the bytes already in the part: exactly ``offset`` of them
                 for chunk in iter(lambda: out.read(CHUNK), b""):
@@ -193,6 +228,7 @@ def fetch_file(url: str, dest: Path, expected_sha256: str | None, what: str) -> 
                 raise DownloadInterrupted(f"{what}: {url} ended after {out.tell():,} of {total:,} bytes; they are "
                                           f"kept in {part}: run again to resume")
     got = digest.hexdigest()
+    _part_key(part).unlink()
     if expected_sha256 and got != expected_sha256.lower():
         part.unlink()
         raise ChecksumError(f"{what}: checksum mismatch for {Path(dest).name} from {url}: expected sha256 "
@@ -353,15 +389,30 @@ def verify_source(dataset: str, root: Path, source: Source, previous: Mapping[st
     return entry
 
 
+def _same_folder(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and os.path.normpath(a) == os.path.normpath(b)
+
+
+def as_needed(source: Source, data_cfg: Mapping[str, Any]) -> Source:
+    """``source`` with ``required: false`` where the selected layout does not read it: the dataset's own face frames
+    when the raw videos are cropped, the raw videos when the own frames are read."""
+    from adatosk.data.manifest import is_precropped, own_frames_dir
+
+    videos_dir = (data_cfg.get("face_crop") or {}).get("videos_dir")
+    unused = videos_dir if is_precropped(data_cfg) else own_frames_dir(data_cfg)
+    return replace(source, required=False) if _same_folder(source.path, unused) else source
+
+
 def verify(data_cfg: Mapping[str, Any], receipt: str | os.PathLike[str] | None = None,
            force: bool = False) -> dict[str, Any]:
     """Verify every source of ``data_cfg`` (``cfg.data``) and write the receipt; return it."""
     dataset = str(data_cfg["name"])
-    sources = [Source.from_config(name, dict(entry)) for name, entry in dict(data_cfg.get("sources") or {}).items()]
+    sources = [as_needed(Source.from_config(name, dict(entry)), data_cfg)
+               for name, entry in dict(data_cfg.get("sources") or {}).items()]
     if not sources:
         raise ValueError(f"{dataset}: data.sources is empty: nothing to verify")
     root = Path(data_cfg["root"])
-    receipt_path = Path(receipt) if receipt else root / RECEIPT_NAME
+    receipt_path = Path(receipt) if receipt else Path(RECEIPT.format(name=dataset))
     previous: dict[str, Any] = {}
     if receipt_path.is_file() and not force:
         with contextlib.suppress(json.JSONDecodeError, KeyError):
@@ -382,7 +433,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from adatosk.cli import add_config_arguments
 
     parser.add_argument("--receipt", default=None, metavar="FILE",
-                        help=f"where to write the JSON receipt (default: {{data.root}}/{RECEIPT_NAME})")
+                        help=f"where to write the JSON receipt (default: {RECEIPT.format(name='{data.name}')})")
     parser.add_argument("--force", action="store_true", help="hash and extract again even if the receipt is current")
     add_config_arguments(parser)
 

@@ -3,9 +3,9 @@
 Raw videos (DFEW ``Clip/original``, MAFW ``data/clips``, any folder of user videos; ``data.face_crop.videos_dir``)
 are decoded twice as a stream, so that memory does not grow with a video's length: the first pass detects and
 tracks the main face (:func:`adatosk.data.tracking.track_faces`, keeping only its boxes), the second crops each
-frame by its box. Crops are written as JPEG in DFEW's layout, ``{data.root}/{frames_dir}/<clip>/<clip>_NNNNN.jpg``
-(``frames_dir`` as the manifest reads it), in a folder marked as ours so that a dataset's own crops are never
-overwritten; a clip's folder appears complete or not at all.
+frame by its box. Crops are written as JPEG in DFEW's layout, ``{data.crops_dir}/<clip>/<clip>_NNNNN.jpg``
+(outside ``data.root``; the manifest reads them there), in a folder marked as ours so that frames it did not write
+are never overwritten; a clip's folder appears complete or not at all.
 
 Datasets that ship crops (DFEW ``Clip/clip_224x224``, FERV39K ``2_ClipsforFaceCrop``, MAFW ``data/faces``, the
 demo) set ``data.face_crop.precropped: true``: their frame folders are read as they are.
@@ -218,7 +218,7 @@ def _claim_frames_dir(frames_root: Path) -> None:
     if frames_root.is_dir() and any(p for p in frames_root.iterdir() if not p.name.startswith(".")) \
             and not (frames_root / OURS_MARKER).exists():
         raise FileExistsError(f"{frames_root} holds frame folders not written by `adatosk face-crop` (a dataset's own "
-                              "crops?); set data.frames_dir to a new folder for the crops of the raw videos")
+                              "crops?); set data.crops_dir to a new folder for the crops of the raw videos")
     frames_root.mkdir(parents=True, exist_ok=True)
     (frames_root / OURS_MARKER).touch()
 

@@ -9,13 +9,16 @@ Official split files (paths relative to ``data.root``):
 * MAFW: ``split/single/no_caption/set_{k}/{train,test}.txt``, lines ``<id>.mp4 <classname>``; frame folders
   ``data/faces/<id>`` (the cropped faces; MAE-DFER reads ``data/frames/<id>``).
 
-``data.frames_dir`` (relative to ``data.root``, or absolute) overrides where the frame folders are, e.g. the
-face-crop stage's output for raw-video datasets. Every problem in the files or the tree is collected and reported
-at once, each with the file and line it comes from.
+``data.frames_dir`` (relative to ``data.root``, or absolute) overrides where the dataset's own face frames are (MAFW:
+``data/frames``). A dataset read from its raw videos (``data.face_crop.precropped: false``) is read from the crops
+that ``adatosk face-crop`` wrote to ``data.crops_dir``, outside ``data.root``: nothing derived goes into the user's
+tree. Every problem in the files or the tree is collected and reported at once, each with the file and line it
+comes from.
 
 The manifest (``{data.manifest_dir}/manifest.csv``) has one row per (clip, fold): ``clip_id, path, n_frames,
-label, label_name, fold, split``; ``path`` is the frame folder relative to ``data.root``. It can be exported to
-MAE-DFER's (``<frame_dir> <label>``) and DFER-CLIP's (``<frame_dir> <num_frames> <label>``) list files.
+label, label_name, fold, split``; ``path`` is the frame folder relative to :func:`frames_base` (``data.root``, or
+``data.crops_dir`` for raw videos). It can be exported to MAE-DFER's (``<frame_dir> <label>``) and DFER-CLIP's
+(``<frame_dir> <num_frames> <label>``) list files.
 """
 
 from __future__ import annotations
@@ -50,10 +53,21 @@ class ManifestError(AdatoskError, ValueError):
         super().__init__(f"{len(self.problems)} problem(s) with the splits:\n  " + "\n  ".join(self.problems), root)
 
 
+# A clip id names files (the packed cache <clip_id>.npy, figures): one path component, not hidden, no shell syntax.
+CLIP_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
 def leaves_its_folder(relative: str) -> bool:
     """Whether a clip path of a split file would lead out of the frames directory it is relative to."""
     path = PurePosixPath(relative.replace("\\", "/"))
-    return path.is_absolute() or ".." in path.parts
+    return path.is_absolute() or ".." in path.parts or relative.startswith(("/", "\\")) or ":" in relative
+
+
+def clip_id_problem(clip_id: str) -> str | None:
+    """Why ``clip_id`` cannot be a clip id (it becomes a file name), or None."""
+    if CLIP_ID.fullmatch(clip_id):
+        return None
+    return f"clip id {clip_id!r} is not a plain name ([A-Za-z0-9_.+-], not starting with '.', '+' or '-')"
 
 
 @dataclass(frozen=True)
@@ -70,13 +84,27 @@ class Entry:
 
 # --- readers of the official split files ---------------------------------------------------------------------------
 
-def _lines(path: Path, root: Path) -> Iterable[tuple[str, int, str]]:
-    """(``file:line`` relative to root, line number, stripped text) of the non-blank lines of ``path``."""
+def _lines(path: Path, root: Path, problems: list[str]) -> Iterable[tuple[str, int, str]]:
+    """(``file:line`` relative to root, line number, stripped text) of the non-blank lines of ``path``; a line that
+    is not UTF-8, an empty file and a last line cut short (no newline after it) go to ``problems``."""
     name = os.path.relpath(path, root)
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                yield f"{name}:{number}", number, line.strip()
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    lines = data.splitlines(keepends=True)
+    if not any(line.strip() for line in lines):
+        problems.append(f"{name}: the split file is empty")
+        return
+    if not lines[-1].endswith((b"\n", b"\r")) and len(lines) > 1:
+        problems.append(f"{name}:{len(lines)}: the file ends in the middle of this line (no newline after it): it "
+                        "looks cut short; if it is complete, end it with a newline")
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problems.append(f"{name}:{number}: not UTF-8 text (byte {raw[error.start]:#04x} at column "
+                            f"{error.start + 1})")
+            continue
+        if line.strip():
+            yield f"{name}:{number}", number, line.strip()
 
 
 def _fields(text: str) -> list[str]:
@@ -92,11 +120,12 @@ def _read_dfew(root: Path, folds: Sequence[int], problems: list[str]) -> list[En
             if not path.is_file():
                 problems.append(f"{os.path.relpath(path, root)}: split file missing")
                 continue
-            for where, number, text in _lines(path, root):
+            for where, number, text in _lines(path, root, problems):
                 fields = _fields(text)
                 if number == 1 and [f.lower() for f in fields] == ["video_name", "label"]:
                     continue
-                if len(fields) != 2 or not fields[0].isdigit() or not re.fullmatch(r"[+-]?\d+", fields[1]):
+                if len(fields) != 2 or not re.fullmatch(r"[0-9]+", fields[0]) or not re.fullmatch(r"[+-]?[0-9]+",
+                                                                                                   fields[1]):
                     problems.append(f"{where}: malformed line {text!r} (expected video_name,label)")
                     continue
                 label = int(fields[1])
@@ -109,14 +138,16 @@ def _read_dfew(root: Path, folds: Sequence[int], problems: list[str]) -> list[En
 
 
 def _ferv39k_clip(name: str) -> tuple[str, str]:
-    """``Action/Sad/0010`` -> clip id ``Action_Sad_0010``, folder ``Action/Sad/0010``."""
-    folder = name.strip("/")
+    """``Action/Sad/0010`` -> clip id ``Action_Sad_0010``, folder ``Action/Sad/0010`` (a trailing ``/`` is dropped;
+    an absolute or ``..`` path is kept as it is, to be refused)."""
+    folder = name.rstrip("/")
     return folder.replace("/", "_"), folder
 
 
 def _mafw_clip(name: str) -> tuple[str, str]:
-    """``00025.mp4`` -> clip id and folder ``00025``."""
-    return Path(name).stem, Path(name).stem
+    """``00025.mp4`` -> clip id and folder ``00025``; a name with a folder in it is kept whole, to be refused."""
+    stem = name[:-len(".mp4")] if name.lower().endswith(".mp4") else name
+    return stem, stem
 
 
 def _read_named(lines: Iterable[tuple[str, int, str]], layout: str, fold: int, split: str, problems: list[str],
@@ -139,6 +170,11 @@ def _read_named(lines: Iterable[tuple[str, int, str]], layout: str, fold: int, s
         if leaves_its_folder(folder):
             problems.append(f"{where}: clip path {fields[0]!r} leads outside the frames directory (absolute or '..')")
             continue
+        problem = clip_id_problem(clip_id) if "/" not in clip_id else \
+            f"clip {fields[0]!r} names a folder; expected a file name such as 00025.mp4"
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
         entries.append(Entry(clip_id, folder, label, fold, split, where))
     return entries
 
@@ -152,7 +188,7 @@ def _read_ferv39k(root: Path, folds: Sequence[int], problems: list[str]) -> list
         if not path.is_file():
             problems.append(f"{os.path.relpath(path, root)}: split file missing")
             continue
-        entries += _read_named(_lines(path, root), "ferv39k", 1, split, problems, _ferv39k_clip)
+        entries += _read_named(_lines(path, root, problems), "ferv39k", 1, split, problems, _ferv39k_clip)
     return entries
 
 
@@ -164,7 +200,7 @@ def _read_mafw(root: Path, folds: Sequence[int], problems: list[str]) -> list[En
             if not path.is_file():
                 problems.append(f"{os.path.relpath(path, root)}: split file missing")
                 continue
-            entries += _read_named(_lines(path, root), "mafw", fold, split, problems, _mafw_clip)
+            entries += _read_named(_lines(path, root, problems), "mafw", fold, split, problems, _mafw_clip)
     return entries
 
 
@@ -216,12 +252,43 @@ def _check_fold_sizes(df: pd.DataFrame, folds: Sequence[int], expected: Sequence
         got = [int(((df.fold == fold) & (df.split == split)).sum()) for split in SPLITS]
         if got != [n_train, n_test]:
             problems.append(f"fold {fold}: {got[0]} train / {got[1]} test clips, expected {n_train} / {n_test} "
-                            "(data.expected_fold_sizes)")
+                            "(data.expected_fold_sizes: the official sizes; for a subset of the folds or clips, or "
+                            "other data, set data.expected_fold_sizes=null)")
+
+
+def is_precropped(data_cfg: Mapping[str, Any]) -> bool:
+    """Whether the clips are read from the dataset's own face frames (else from the crops of its raw videos)."""
+    return bool((data_cfg.get("face_crop") or {}).get("precropped", True))
+
+
+def own_frames_dir(data_cfg: Mapping[str, Any]) -> str:
+    """Where the dataset's own face frames are, relative to ``data.root`` (or absolute)."""
+    return str(data_cfg.get("frames_dir") or FRAMES_DIR[data_cfg["layout"]])
+
+
+def frames_base(data_cfg: Mapping[str, Any]) -> Path:
+    """The folder the manifest's ``path`` column is relative to: ``data.root``, or ``data.crops_dir`` (raw videos)."""
+    if is_precropped(data_cfg):
+        return Path(data_cfg["root"])
+    if not data_cfg.get("crops_dir"):
+        raise ConfigError("data.face_crop.precropped is false but data.crops_dir (where face-crop writes the crops "
+                          "of the raw videos, outside data.root) is not set")
+    crops, root = Path(data_cfg["crops_dir"]), Path(data_cfg["root"])
+    if crops.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"data.crops_dir {crops} is inside data.root {root}: derived files never go into the "
+                          "dataset's tree (its `dvc add` would change with every face-crop); use cache/<name>/crops")
+    return crops
 
 
 def frames_dir(data_cfg: Mapping[str, Any]) -> str:
-    """Where the frame folders are, relative to ``data.root`` (or absolute)."""
-    return str(data_cfg.get("frames_dir") or FRAMES_DIR[data_cfg["layout"]])
+    """Where the clips' frame folders are, relative to ``data.root`` or absolute: the dataset's own, or (raw videos)
+    the crops face-crop writes to ``data.crops_dir``."""
+    return own_frames_dir(data_cfg) if is_precropped(data_cfg) else str(frames_base(data_cfg).resolve())
+
+
+def _relative_frames_dir(data_cfg: Mapping[str, Any]) -> str:
+    """The frame folders' parent relative to :func:`frames_base` (the prefix of the manifest's ``path``)."""
+    return own_frames_dir(data_cfg) if is_precropped(data_cfg) else ""
 
 
 def build_manifest(data_cfg: Mapping[str, Any]) -> pd.DataFrame:
@@ -239,8 +306,8 @@ def build_manifest(data_cfg: Mapping[str, Any]) -> pd.DataFrame:
     folds = [int(k) for k in data_cfg["folds"]]
     problems: list[str] = []
     entries = READERS[layout](root, folds, problems)
-    rel = frames_dir(data_cfg)
-    n_frames = _check_entries(entries, root / rel, problems)
+    rel = _relative_frames_dir(data_cfg)
+    n_frames = _check_entries(entries, frames_base(data_cfg) / rel, problems)
     df = pd.DataFrame(
         [(e.clip_id, Path(rel, e.folder).as_posix(), n_frames[e.folder], e.label, names[e.label], e.fold, e.split)
          for e in entries],
@@ -267,8 +334,58 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
         df[COLUMNS].to_csv(tmp, index=False)
 
 
+MAX_LISTED = 20  # problems listed in a manifest error; the rest are counted
+
+
+def _row_problems(row: Mapping[str, str]) -> list[str]:
+    """What is wrong with the values of one manifest row (types, domains, a clip id or path that is no name)."""
+    problems = []
+    for key, least in (("n_frames", 1), ("label", 0), ("fold", 1)):
+        if not re.fullmatch(r"[0-9]+", row[key]) or int(row[key]) < least:
+            problems.append(f"{key} {row[key]!r} is not an integer >= {least}")
+    if row["split"] not in SPLITS:
+        problems.append(f"split {row['split']!r} is not one of {list(SPLITS)}")
+    problem = clip_id_problem(row["clip_id"])
+    if problem:
+        problems.append(problem)
+    if not row["path"] or ".." in PurePosixPath(row["path"].replace("\\", "/")).parts or "\0" in row["path"]:
+        problems.append(f"path {row['path']!r} is empty or leads out of its folder ('..')")
+    if not row["label_name"]:
+        problems.append("label_name is empty")
+    return problems
+
+
+def check_manifest(df: pd.DataFrame) -> list[str]:
+    """Every problem of a manifest read as text (``line N: what``): values, a label with two names (or a name with
+    two labels), a clip listed twice in one fold, or in both train and test of one fold (a leak)."""
+    problems: list[str] = []
+    names: dict[str, tuple[str, int]] = {}
+    labels: dict[str, tuple[str, int]] = {}
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    for line, row in enumerate(df[COLUMNS].to_dict("records"), 2):
+        bad = _row_problems(row)
+        problems += [f"line {line}: {problem}" for problem in bad]
+        if bad:
+            continue
+        for mapping, key, value, what in ((names, row["label"], row["label_name"], "label"),
+                                          (labels, row["label_name"], row["label"], "label_name")):
+            first, at = mapping.setdefault(key, (value, line))
+            if first != value:
+                problems.append(f"line {line}: {what} {key!r} goes with {value!r} here but with {first!r} on line {at} "
+                                "(columns swapped or edited?)")
+        key = (row["clip_id"], row["fold"])
+        split, at = seen.setdefault(key, (row["split"], line))
+        if at != line:
+            clip, fold = row["clip_id"], row["fold"]
+            problems.append(f"line {line}: clip {clip} listed twice in the {split} split of fold {fold} (first on line "
+                            f"{at})" if split == row["split"] else f"line {line}: clip {clip} is in both {split} (line "
+                            f"{at}) and {row['split']} of fold {fold}: a test clip must never be trained on")
+    return problems
+
+
 def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """The manifest table; an :class:`AdatoskError` naming ``path`` if it is missing or malformed."""
+    """The manifest table, checked (:func:`check_manifest`); an :class:`AdatoskError` naming ``path`` and every bad
+    line if it is missing or malformed."""
     path = Path(path)
     if not path.is_file():
         raise AdatoskError("no such manifest (run `adatosk manifest`)", path)
@@ -276,13 +393,14 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (ValueError, UnicodeDecodeError) as error:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise AdatoskError(f"not a readable CSV manifest ({str(error).strip()})", path) from None
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise AdatoskError(f"columns {missing} missing; expected {COLUMNS}", path)
-    try:
-        return df[COLUMNS].astype(_DTYPES)
-    except ValueError as error:
-        raise AdatoskError(f"a column has a wrong type ({error})", path) from None
+    if sorted(df.columns) != sorted(COLUMNS):
+        raise AdatoskError(f"line 1: the columns are {list(df.columns)}; expected {COLUMNS}", path)
+    problems = check_manifest(df)
+    if problems:
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise AdatoskError(f"{len(problems)} problem(s) in the manifest (rebuild it with `adatosk manifest`):\n  "
+                           + "\n  ".join(problems[:MAX_LISTED]) + more, path)
+    return df[COLUMNS].astype(_DTYPES)
 
 
 def _list_lines(df: pd.DataFrame, root: Path, fold: int, split: str, fmt: str, layout: str) -> str:
@@ -305,7 +423,7 @@ def export_lists(df: pd.DataFrame, data_cfg: Mapping[str, Any], out_dir: str | o
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
     layout = data_cfg["layout"]
-    root = Path(data_cfg["root"]).resolve()
+    root = frames_base(data_cfg).resolve()
     written = []
     for fold in sorted(df.fold.unique()):
         for split in SPLITS:

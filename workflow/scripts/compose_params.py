@@ -12,8 +12,21 @@ overrides and nothing else. Lasting choices belong in params/: the experiment in
 import os
 import sys
 
+import yaml
 from dvc.repo import Repo
 from dvc.utils.hydra import compose_and_dump
+
+
+def _check_command_values(root: str, composed: str) -> None:
+    """Refuse a composition whose values dvc.yaml would put into a shell command unless they are names."""
+    sys.path.insert(0, root)
+    from workflow.command_values import unsafe_command_values
+
+    with open(os.path.join(root, "dvc.yaml"), encoding="utf-8") as dvc_yaml, open(composed, encoding="utf-8") as params:
+        problems = unsafe_command_values(yaml.safe_load(dvc_yaml), yaml.safe_load(params))
+    if problems:
+        raise SystemExit("params.yaml not written: values in params/ that dvc.yaml puts into shell commands are not "
+                         "names:\n  " + "\n  ".join(problems))
 
 
 def main(overrides: list[str]) -> None:
@@ -22,9 +35,16 @@ def main(overrides: list[str]) -> None:
         if not hydra.get("enabled", False):
             raise SystemExit(f"{repo.root_dir}/.dvc/config: hydra.enabled is not true; nothing composes params.yaml")
         config_dir = os.path.join(repo.root_dir, hydra.get("config_dir", "conf"))
-        compose_and_dump(os.path.join(repo.root_dir, "params.yaml"), config_dir, None,
-                         hydra.get("config_name", "config"), os.path.join(repo.root_dir, hydra.get("plugins_path", "")),
-                         overrides)
+        params = os.path.join(repo.root_dir, "params.yaml")
+        tmp = os.path.join(repo.root_dir, f".params.{os.getpid()}.tmp.yaml")  # checked before it replaces params.yaml
+        try:
+            compose_and_dump(tmp, config_dir, None, hydra.get("config_name", "config"),
+                             os.path.join(repo.root_dir, hydra.get("plugins_path", "")), overrides)
+            _check_command_values(repo.root_dir, tmp)
+            os.replace(tmp, params)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         print(f"wrote {os.path.join(repo.root_dir, 'params.yaml')}")
         if overrides:
             print(f"note: `dvc exp run` recomposes params.yaml from {os.path.relpath(config_dir)}/ and does not keep "
