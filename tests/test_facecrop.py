@@ -363,10 +363,10 @@ def test_damaged_video_fails_instead_of_cropping_its_first_half(tmp_path, capsys
     damaged_video(videos / "damaged.mp4")
     code, out, err = _face_crop(capsys, f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache'}",
                                 "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos",
-                                "data.frames_dir=faces")
+                                f"data.crops_dir={tmp_path / 'crops'}")
     assert code == 1 and "0 ok" in out and "1 failed" in out
     assert err.startswith(f"adatosk face-crop: {videos / 'damaged.mp4'}: the video is damaged: decoding failed after")
-    assert not (tmp_path / "cache" / "damaged.npy").exists() and not (tmp_path / "root" / "faces" / "damaged").exists()
+    assert not (tmp_path / "cache" / "damaged.npy").exists() and not (tmp_path / "crops" / "damaged").exists()
 
 
 def test_stage_removes_a_killed_runs_temporaries_and_refuses_a_second_run_on_its_cache(tmp_path, capsys):
@@ -430,7 +430,7 @@ def test_stage_memory_is_bounded_by_a_few_frames_not_the_video(tmp_path):
     looped_face_video(tmp_path / "root" / "videos" / "long.mp4", seconds=20)
     report, peak = peak_numpy_bytes(lambda: run(_raw_cfg(tmp_path, size=64), jobs=1))
     assert report["ok"] == 1 and open_clip(tmp_path / "cache" / "long.npy").shape == (600, 64, 64, 3)
-    assert len(list((tmp_path / "root" / "faces" / "long").glob("long_*.jpg"))) == 600
+    assert len(list((tmp_path / "crops" / "long").glob("long_*.jpg"))) == 600
     assert peak < 40 * 320 * 180 * 3  # all frames: 600 x
 
 
@@ -441,8 +441,8 @@ def test_stage_refuses_a_frames_dir_another_run_is_writing(tmp_path, capsys, sin
     videos = tmp_path / "root" / "videos"
     videos.mkdir(parents=True)
     write_video(videos / "face.mp4", single_face[:8])
-    frames_root = tmp_path / "root" / "faces"
-    argv = (f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache2'}", "data.frames_dir=faces",
+    frames_root = tmp_path / "crops"
+    argv = (f"data.root={tmp_path / 'root'}", f"data.cache_dir={tmp_path / 'cache2'}", f"data.crops_dir={frames_root}",
             "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos")
     with locked_directory(frames_root, "a test"):
         code, _, err = _face_crop(capsys, *argv)
@@ -463,16 +463,16 @@ def test_two_concurrent_runs_on_one_frames_dir_never_mix_their_frames(tmp_path, 
     for k in range(4):
         write_video(videos / f"face{k}.mp4", single_face[:39])
     command = [sys.executable, "-m", "adatosk", "face-crop", "--jobs", "1", f"data.root={tmp_path / 'root'}",
-               "data.frames_dir=crops", "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos"]
+               f"data.crops_dir={tmp_path / 'crops'}", "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos"]
     runs = [subprocess.Popen([*command, f"data.cache_dir={tmp_path / f'cache{k}'}"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=os.environ) for k in range(2)]
     results = [(run.wait(), *run.communicate()) for run in runs]
     assert sorted(code for code, _, _ in results) in ([0, 0], [0, 1])
     for code, _, err in results:
-        assert code == 0 or f"{tmp_path / 'root' / 'crops'}: locked" in err, err
+        assert code == 0 or f"{tmp_path / 'crops'}: locked" in err, err
     for k in range(4):
-        assert len(list((tmp_path / "root" / "crops" / f"face{k}").glob("*.jpg"))) == 39
-    assert not [p for p in (tmp_path / "root" / "crops").iterdir() if p.name.endswith((".tmp", ".old"))]
+        assert len(list((tmp_path / "crops" / f"face{k}").glob("*.jpg"))) == 39
+    assert not [p for p in (tmp_path / "crops").iterdir() if p.name.endswith((".tmp", ".old"))]
 
 
 def test_symlinked_clip_folders_and_videos_are_followed(tmp_path):
