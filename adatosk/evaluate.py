@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from adatosk.cli import add_config_arguments
 from adatosk.config import load_config
-from adatosk.data.dataset import ClipDataset
+from adatosk.data.dataset import ClipDataset, data_loader
 from adatosk.data.manifest import read_manifest
 from adatosk.errors import AdatoskError
 from adatosk.io import locked_directory, write_json_atomic, write_text_atomic
@@ -121,8 +121,8 @@ def predict(model: nn.Module, dataset: Dataset, *, passes: Sequence[ScoringPass]
     The clips are read once for all passes; a pass at the same ratio sees the same masks."""
     model.eval()
     shard = Subset(dataset, list(range(ctx.rank, len(dataset), ctx.world_size)))
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=ctx.device.type == "cuda")
+    loader = data_loader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                         pin_memory=ctx.device.type == "cuda")
     indices, probs = [], [[] for _ in passes]
     for batch in progress(loader, desc="evaluate", disable=not ctx.is_main, dynamic_ncols=True, leave=False):
         video = batch["video"].to(ctx.device, non_blocking=True)  # [B, V, 3, T, H, W]

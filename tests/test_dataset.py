@@ -1,6 +1,8 @@
 """ClipDataset: fold/split selection, cache vs frame folders vs video, sampling, determinism, corrupt clips."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -11,7 +13,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from adatosk.data.cache import pack_clip
-from adatosk.data.dataset import ClipDataset, ClipReadError, worker_init_fn
+from adatosk.data.dataset import ClipDataset, ClipReadError, data_loader, worker_init_fn
 from adatosk.data.sampling import test_indices as sample_test_indices
 from adatosk.data.sampling import train_indices
 from adatosk.errors import AdatoskError
@@ -175,8 +177,7 @@ def test_worker_processes_give_the_same_samples_and_follow_set_epoch(dataset_dir
     manifest, cfg, _, cache = dataset_dir
     pack_all(cache)
     dataset = ClipDataset(manifest, cfg, fold=1, split="train", train=True, seed=7)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, persistent_workers=True,
-                                         worker_init_fn=worker_init_fn)
+    loader = data_loader(dataset, batch_size=1, num_workers=2, persistent_workers=True, worker_init_fn=worker_init_fn)
     for epoch in (2, 3):
         dataset.set_epoch(epoch)  # the workers, started in epoch 2, see the new epoch
         for i, batch in enumerate(loader):
@@ -250,3 +251,33 @@ def test_accepts_the_composed_config(dataset_dir):
     assert train[2]["video"].shape == (3, 4, 32, 32)
     test = ClipDataset(manifest, cfg.data, fold=1, split="test", train=False)
     assert test[0]["video"].shape == (2, 3, 4, 32, 32)
+
+
+LOADER_AFTER_OPENCV_THREADS = '''
+import cv2, numpy as np, torch
+from adatosk.data.dataset import data_loader
+
+class Resized(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        cv2.setNumThreads(1)
+        return torch.from_numpy(cv2.resize(np.full((480, 640, 3), i, np.uint8), (64, 64)))
+
+if __name__ == "__main__":
+    for _ in range(20):
+        cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1000, 1000))    # OpenCV's thread pool runs here
+    print(sum(int(batch.sum() > 0) for batch in data_loader(Resized(), batch_size=1, num_workers=2)))
+'''
+
+
+@pytest.mark.slow  # worker processes import torch: ~10 s on 2 cores
+def test_loader_workers_do_not_deadlock_after_opencv_ran_its_thread_pool(tmp_path):
+    """A forked worker of a process whose OpenCV thread pool has run hangs in its first cv2 call; data_loader's
+    workers start from a forkserver."""
+    script = tmp_path / "loader.py"
+    script.write_text(LOADER_AFTER_OPENCV_THREADS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3"]                                # clips 1-3 are non-zero, clip 0 is black

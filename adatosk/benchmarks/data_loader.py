@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from adatosk.data.cache import pack_clip
-from adatosk.data.dataset import ClipDataset, worker_init_fn
+from adatosk.data.dataset import ClipDataset, data_loader, worker_init_fn
 from adatosk.data.sampling import train_indices
 from adatosk.data.video import frame_files
 
@@ -124,8 +124,8 @@ def time_rate(load: Callable[[int], Any], n_items: int, n_clips: int) -> dict[st
 def time_loader(dataset: ClipDataset, workers: int, n_clips: int) -> dict[str, float]:
     """Total clips per second of a DataLoader with ``workers`` processes (batch 8), after one warm-up batch."""
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=n_clips + 8 * workers)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=8, sampler=sampler, num_workers=workers,
-                                         worker_init_fn=worker_init_fn, persistent_workers=False)
+    loader = data_loader(dataset, batch_size=8, sampler=sampler, num_workers=workers, worker_init_fn=worker_init_fn,
+                         persistent_workers=False)
     iterator = iter(loader)
     for _ in range(workers):
         next(iterator)

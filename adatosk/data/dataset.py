@@ -23,6 +23,7 @@ from adatosk.data.manifest import frames_base, read_manifest
 from adatosk.data.sampling import single_frame, test_indices, train_indices
 from adatosk.data.transforms import ClipAugment, normalize_clip, resize_clip
 from adatosk.data.video import VideoDecodeError, frame_files, read_frame_files, read_video
+from adatosk.data.workers import worker_context
 from adatosk.errors import AdatoskError
 
 MANIFEST_COLUMNS = ("clip_id", "path", "label", "fold", "split")
@@ -31,6 +32,14 @@ MANIFEST_COLUMNS = ("clip_id", "path", "label", "fold", "split")
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: one OpenCV thread per worker (torch already runs one thread in a worker)."""
     cv2.setNumThreads(1)
+
+
+def data_loader(dataset: torch.utils.data.Dataset, *, num_workers: int = 0,
+                **kwargs: Any) -> torch.utils.data.DataLoader:
+    """A DataLoader whose worker processes start from a forkserver (:mod:`adatosk.data.workers`), so that they
+    cannot deadlock on thread pools this process has run; ``kwargs`` as for ``torch.utils.data.DataLoader``."""
+    context = worker_context(__name__) if num_workers > 0 else None
+    return torch.utils.data.DataLoader(dataset, num_workers=num_workers, multiprocessing_context=context, **kwargs)
 
 
 class ClipReadError(AdatoskError, RuntimeError):

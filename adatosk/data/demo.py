@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import numpy as np
 from adatosk.data.classes import CLASS_NAMES
 from adatosk.data.demo_render import PARAMS, render_clip
 from adatosk.data.video import atomic_directory, write_frame_images, write_video
+from adatosk.data.workers import worker_context
 
 FRAMES_DIR = "Clip/clip_224x224"
 VIDEOS_DIR = "Clip/original"
@@ -278,7 +278,7 @@ def generate(root: str | Path, cfg_generator: Mapping[str, Any] | None = None, n
             for task in tasks:
                 _write_clip(task)
         else:
-            with multiprocessing.get_context("forkserver").Pool(jobs) as pool:
+            with worker_context(__name__).Pool(jobs) as pool:
                 for _ in pool.imap_unordered(_write_clip, tasks, chunksize=8):
                     pass
         _write_splits(tmp, clips, num_folds)

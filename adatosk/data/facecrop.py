@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -57,6 +56,7 @@ from adatosk.data.video import (
     remove_stale_directories,
     write_frame_image,
 )
+from adatosk.data.workers import worker_context
 from adatosk.progress import available_cores
 
 OURS_MARKER = ".adatosk_face_crop"   # in a frames_dir written by this stage
@@ -253,11 +253,7 @@ def _run_tasks(tasks: Sequence[ClipTask], jobs: int) -> Iterator[dict[str, Any]]
     if jobs <= 1 or len(tasks) <= 1:
         yield from map(process_clip, tasks)
         return
-    # Workers fork from a fresh server process: a fork of this process, once OpenCV's or torch's thread pools
-    # run in it, can deadlock in the child.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__, "adatosk.data.transforms"])
-    with context.Pool(jobs, initializer=_init_worker) as pool:
+    with worker_context(__name__, "adatosk.data.transforms").Pool(jobs, initializer=_init_worker) as pool:
         yield from pool.imap_unordered(process_clip, tasks, chunksize=1)
 
 

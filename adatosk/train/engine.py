@@ -56,12 +56,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from adatosk.cli import add_config_arguments
 from adatosk.config import load_config, to_container
-from adatosk.data.dataset import ClipDataset
+from adatosk.data.dataset import ClipDataset, data_loader
 from adatosk.data.facecrop import stamp
 from adatosk.data.manifest import read_manifest
 from adatosk.errors import AdatoskError, ConfigError, first_line
@@ -165,9 +165,9 @@ class Trainer:
         per_rank = tc.batch_size // ctx.world_size
         self.sampler = DistributedSampler(self.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                           seed=cfg.seed)
-        self.loader = DataLoader(self.train_set, batch_size=per_rank, sampler=self.sampler,
-                                 num_workers=tc.num_workers, pin_memory=self.device.type == "cuda",
-                                 drop_last=True, worker_init_fn=seed_worker, generator=torch.Generator())
+        self.loader = data_loader(self.train_set, batch_size=per_rank, sampler=self.sampler,
+                                  num_workers=tc.num_workers, pin_memory=self.device.type == "cuda",
+                                  drop_last=True, worker_init_fn=seed_worker, generator=torch.Generator())
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
             raise ConfigError(f"the train split of fold {cfg.data.fold} ({len(self.train_set)} clips) is smaller "
