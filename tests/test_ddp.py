@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import demo_overrides
 
 from adatosk.cli import main as cli_main
 from adatosk.config import load_config
-from test_train import demo_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -463,7 +463,8 @@ def test_two_concurrent_runs_on_one_frames_dir_never_mix_their_frames(tmp_path, 
     for k in range(4):
         write_video(videos / f"face{k}.mp4", single_face[:39])
     command = [sys.executable, "-m", "adatosk", "face-crop", "--jobs", "1", f"data.root={tmp_path / 'root'}",
-               f"data.crops_dir={tmp_path / 'crops'}", "data.face_crop.precropped=false", "data.face_crop.videos_dir=videos"]
+               f"data.crops_dir={tmp_path / 'crops'}", "data.face_crop.precropped=false",
+               "data.face_crop.videos_dir=videos"]
     runs = [subprocess.Popen([*command, f"data.cache_dir={tmp_path / f'cache{k}'}"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=os.environ) for k in range(2)]
     results = [(run.wait(), *run.communicate()) for run in runs]

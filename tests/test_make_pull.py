@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_pipeline_dag import BIN, REPO, run
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from test_pipeline_dag import BIN, compose, copy_repo, run
 from test_make_pull import make_pull
+from test_pipeline_dag import BIN, compose, copy_repo, run
+
 from workflow.dvc_stages import rule_name
 
 pytestmark = pytest.mark.slow

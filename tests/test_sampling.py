@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from adatosk.data.sampling import test_indices as sample_test_indices
 from adatosk.data.sampling import single_frame, train_indices
+from adatosk.data.sampling import test_indices as sample_test_indices
 
 
 @pytest.mark.parametrize("n_frames", [65, 100, 400])

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data.auto_augment import _RAND_INCREASING_TRANSFORMS, _RAND_TRANSFORMS, NAME_TO_OP
 from timm.data.auto_augment import LEVEL_TO_ARG as TIMM_LEVEL_TO_ARG
-from timm.data.auto_augment import NAME_TO_OP, _RAND_INCREASING_TRANSFORMS, _RAND_TRANSFORMS
 
 from adatosk.data import transforms as T
 
