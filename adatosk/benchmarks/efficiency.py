@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adatosk import flops
+from adatosk import flop_count, flops
 from adatosk.config import load_config, to_container
 from adatosk.train.optim import build_optimizer
 
@@ -174,7 +174,7 @@ class HFVideoMAE(nn.Module):
         from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
         config = VideoMAEConfig(
-            image_size=img_size, num_frames=num_frames, tubelet_size=2, patch_size=flops.PATCH_SIZE,
+            image_size=img_size, num_frames=num_frames, tubelet_size=2, patch_size=flop_count.PATCH_SIZE,
             hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
             use_mean_pooling=True, num_labels=num_classes,
         )
@@ -201,7 +201,7 @@ def count_row(model: nn.Module, frames: int, size: int) -> dict[str, Any]:
     if not hasattr(model, "eval_mask_ratio"):
         params = sum(p.numel() for p in model.parameters())
         return {"params_inference": params, "params_train": params, "gflops_inference": None, "gflops_train": None}
-    counted = flops.model_flops(model, frames, size)
+    counted = flop_count.model_flops(model, frames, size)
     return {"params_inference": counted["params_inference"], "params_train": counted["params_train"],
             "gflops_inference": counted["flops_inference"] / 1e9, "gflops_train": counted["flops_train"] / 1e9}
 
