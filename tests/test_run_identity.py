@@ -24,7 +24,7 @@ from adatosk.data import facecrop
 from adatosk.data.cache import open_clip, pack_clip
 from adatosk.errors import ConfigError
 from adatosk.models import create_model_from_config
-from adatosk.train import engine
+from adatosk.train import engine, identity
 
 STEPS = 2  # optimiser steps of every run here: one epoch of 3 steps would do, two keep the runs short
 
@@ -78,7 +78,7 @@ def test_replaced_pretrained_weights_retrain_and_unchanged_ones_resume(data, tmp
     assert "a run of other pretrained; training afresh" in caplog.text
     assert second != first
     assert (run / "checkpoint/last/model.safetensors").read_bytes() != old_model
-    assert state(run)["identity"]["inputs"]["pretrained"] == engine.pretrained_digest(str(weights))
+    assert state(run)["identity"]["inputs"]["pretrained"] == identity.pretrained_digest(str(weights))
     with pytest.raises(ConfigError, match=r"--resume: belongs to another run \(pretrained\)"):
         engine.train(load_config(data + [f"output_root={tmp_path / 'runs'}",
                                           f"model.pretrained={write_weights(weights, seed=3)}"]),
@@ -114,7 +114,7 @@ def test_a_code_edit_alone_resumes_an_unfinished_run(data, tmp_path, monkeypatch
         engine.train(cfg)
     monkeypatch.undo()
     assert state(run)["epoch"] == 1
-    monkeypatch.setattr(engine, "code_fingerprint", lambda: "the package after a comment was added to metrics.py")
+    monkeypatch.setattr(identity, "code_fingerprint", lambda: "the package after a comment was added to metrics.py")
     with caplog.at_level(logging.INFO):
         history = engine.train(cfg)
     assert "written by other package code: resuming" in caplog.text
@@ -203,6 +203,6 @@ def test_replaced_pretrained_weights_retrain_under_dvc_repro(data, tmp_path):
     write_weights(weights, seed=2)
     subprocess.run(dvc + ["repro", "-q"], cwd=tmp_path, env=env, check=True)
     assert (run / "checkpoint/last/model.safetensors").read_bytes() != first
-    assert state(run)["identity"]["inputs"]["pretrained"] == engine.pretrained_digest(str(weights))
+    assert state(run)["identity"]["inputs"]["pretrained"] == identity.pretrained_digest(str(weights))
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["train"]
     assert lock["deps"][0]["md5"] == hashlib.md5(weights.read_bytes()).hexdigest()

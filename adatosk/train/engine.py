@@ -8,7 +8,7 @@ Resume: every finished epoch is checkpointed to ``run_dir/train_state.pt`` (mode
 scaler, epoch, every rank's RNG states, the log history; tensors and plain values only, read back with
 ``torch.load(weights_only=True)``, so a crafted file cannot run code). When that file exists, ``adatosk train``
 continues from it automatically (so a resubmitted SLURM job picks up where the last one stopped, and a finished
-run returns at once) if it is the same run. A run's identity (:meth:`Trainer.identity`) is its config (model,
+run returns at once) if it is the same run. A run's identity (:mod:`adatosk.train.identity`) is its config (model,
 data, recipe, seed, experiment, ``--max-steps``) and the content of its inputs: the manifest, the clips it reads
 (size and modification time of each packed clip, or of its frames or video) and the ``model.pretrained`` weights.
 The package's source code is recorded, not compared: a code edit alone never discards epochs (pass ``--restart``
@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -62,14 +61,12 @@ from torch.utils.data.distributed import DistributedSampler
 from adatosk.cli import add_config_arguments
 from adatosk.config import load_config, to_container
 from adatosk.data.dataset import ClipDataset, data_loader
-from adatosk.data.facecrop import stamp
 from adatosk.data.manifest import read_manifest
 from adatosk.errors import AdatoskError, ConfigError, first_line
 from adatosk.evaluate import load_test_split, score
-from adatosk.io import atomic_path, locked_directory, remove_stale_temporaries, sha256_file, write_text_atomic
+from adatosk.io import atomic_path, locked_directory, remove_stale_temporaries, write_text_atomic
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import META_FILE, save_model
-from adatosk.models.pretrained import hf_weight_file, resolve_pretrained
 from adatosk.progress import progress
 from adatosk.train.distributed import (
     Amp,
@@ -83,6 +80,7 @@ from adatosk.train.distributed import (
     init_distributed,
     sync_buffers,
 )
+from adatosk.train.identity import differences, run_identity
 from adatosk.train.mixup import VideoMixup
 from adatosk.train.optim import build_optimizer, build_scheduler, scaled_lr
 from adatosk.train.rng import capture_rng, derive_seed, restore_rng, seed_everything, seed_worker, torch_settings
@@ -91,9 +89,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.pt"
 STATE_KEYS = ("epoch", "identity", "model", "optimizer", "scheduler", "scaler", "rng", "threads", "history", "best")
-# Keys that may change between a run and its resumption (they do not change what is computed).
-RESUMABLE_CHANGES = ("train.num_workers", "train.eval_every", "train.threads", "data.root", "data.manifest_dir",
-                     "data.cache_dir", "data.sources")
+
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,26 +186,11 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.start_epoch = 0
-        self.run_identity = broadcast_object(self.identity() if ctx.is_main else None)  # one decision for all ranks
+        splits = [split for split in (self.train_set, self.val_set) if isinstance(split, ClipDataset)]
+        identity = run_identity(self.cfg, splits, self.total_steps) if ctx.is_main else None
+        self.run_identity = broadcast_object(identity)  # one decision for all ranks
 
     # --- resume -----------------------------------------------------------------------------------------------
-    def identity(self) -> dict:
-        """What a run is: ``config`` (what must not change between a run and its resumption), ``inputs`` (digests
-        of the files it is trained from) and ``code`` (the package's sources: recorded, not compared)."""
-        cfg = to_container(self.cfg)
-        for dotted in RESUMABLE_CHANGES:
-            *parents, leaf = dotted.split(".")
-            node = cfg
-            for p in parents:
-                node = node.get(p, {})
-            node.pop(leaf, None)
-        splits = [s for s in (self.train_set, self.val_set) if isinstance(s, ClipDataset)]
-        return {"config": {"experiment": cfg.get("experiment"), "model": cfg["model"], "train": cfg["train"],
-                           "data": cfg["data"], "seed": cfg["seed"], "total_steps": self.total_steps},
-                "inputs": {"manifest": sha256_file(Path(self.cfg.data.manifest_dir) / "manifest.csv"),
-                           "clips": clips_digest(splits), "pretrained": pretrained_digest(self.cfg.model.pretrained)},
-                "code": code_fingerprint()}
-
     def load_state(self, resume: str) -> None:
         """Restore the state in run_dir when it is this run's (a state of other inputs is left for a fresh start to
         replace); refuse a run of another config (or a finished one without its state) unless ``resume`` is
@@ -382,28 +363,6 @@ class Trainer:
                           "stride": int(self.cfg.data.sampling.stride), "log": row, "best": self.best})
 
 
-def clips_digest(splits: list[ClipDataset]) -> str:
-    """sha256 over every clip the splits read: its id and the size and modification time of its packed clip (or of
-    its frame files or video, when it has none). Cheap (no clip is read) and a rewritten clip changes it."""
-    digest = hashlib.sha256()
-    for split in splits:
-        for index, clip_id in enumerate(split.clip_ids):
-            cache = split.cache_path(index)
-            source = cache if cache.exists() else split.root / split.paths[index]
-            digest.update(f"{clip_id}\0{stamp(source)}\n".encode())
-    return digest.hexdigest()
-
-
-def pretrained_digest(pretrained: str | None) -> str | None:
-    """sha256 of the weights ``model.pretrained`` names (a ``.pth`` file, or a snapshot folder's weights and
-    config.json); None for random initialisation."""
-    path = resolve_pretrained(pretrained)
-    if path is None:
-        return None
-    files = [hf_weight_file(path), path / "config.json"] if path.is_dir() else [path]
-    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
-
-
 def check_experiment(cfg: DictConfig, overrides: list[str]) -> None:
     """Refuse to train the default experiment's tiny demo model on another dataset unless ``experiment=demo`` was
     given on purpose: its run directory is the one the dataset's paper-size run uses."""
@@ -413,15 +372,6 @@ def check_experiment(cfg: DictConfig, overrides: list[str]) -> None:
                           f"({cfg.model.arch} at {cfg.model.img_size} px) into {cfg.run_dir}, where the paper-size "
                           "run of this dataset goes: add experiment=paper (the paper's ViT-B/16 at 160 px and recipe), "
                           "or experiment=demo for a quick check on purpose (its results say experiment: demo)")
-
-
-def code_fingerprint() -> str:
-    """sha256 over the package's Python sources: recorded in a run's state, to say which code wrote it."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for source in sorted(package.rglob("*.py")):
-        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
-    return digest.hexdigest()
 
 
 def read_state(path: Path) -> dict:
@@ -444,23 +394,6 @@ def read_state(path: Path) -> dict:
     if missing:
         raise AdatoskError(f"not a training state of adatosk train (it lacks {missing}): {hint}", path)
     return state
-
-
-def differences(old: dict, new: dict, *, opaque: bool = False, limit: int = 4) -> str:
-    """What differs between two parts of run identities, e.g. ``model.mask_ratio: 0.5 -> 0.6``; with ``opaque``
-    (digests) only the keys, e.g. ``pretrained``."""
-    def flat(node: object, prefix: str = "") -> dict:
-        if isinstance(node, dict):
-            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: node}
-
-    before, after = flat(old), flat(new)
-    changed = []
-    for key in sorted(before.keys() | after.keys()):
-        if before.get(key, "<absent>") != after.get(key, "<absent>"):
-            changed.append(key if opaque else f"{key}: {before.get(key, '<absent>')} -> {after.get(key, '<absent>')}")
-    more = f", and {len(changed) - limit} more" if len(changed) > limit else ""
-    return ", ".join(changed[:limit]) + more
 
 
 def clear_run_dir(run_dir: Path) -> None:
