@@ -1,7 +1,7 @@
 """Fixtures that more than one test module uses."""
 
 import pytest
-from test_train import demo_overrides
+from helpers import demo_overrides
 
 from adatosk.config import load_config
 from adatosk.train import engine

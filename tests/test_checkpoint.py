@@ -133,11 +133,10 @@ def test_class_names_in_another_order_than_the_datas_are_refused(saved):
 # default the child is killed in the middle of writing the weights, as by kill -9; ignored, the write fails (EFBIG)
 # as on a full disk.
 SAVE_UNDER_A_FILE_SIZE_LIMIT = """
-import resource, signal, sys
+import json, resource, signal, sys
 from adatosk.models import create_model_from_config
 from adatosk.models.checkpoint import save_model
-from test_checkpoint import CLASSES, model_cfg
-cfg = model_cfg("videomae")
+cfg, CLASSES = json.loads(sys.argv[3])  # model_cfg("videomae") and CLASSES of the test
 model = create_model_from_config(cfg, num_classes=3)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN if sys.argv[2] == "full" else signal.SIG_DFL)  # Python ignores it
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -147,8 +146,9 @@ save_model(sys.argv[1], model, cfg, 3, CLASSES)
 
 
 def save_in_child(directory, how: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), str(Path(__file__).parent)])}
-    return subprocess.run([sys.executable, "-c", SAVE_UNDER_A_FILE_SIZE_LIMIT, str(directory), how],
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.run([sys.executable, "-c", SAVE_UNDER_A_FILE_SIZE_LIMIT, str(directory), how,
+                           json.dumps([model_cfg("videomae"), CLASSES])],
                           capture_output=True, text=True, env=env, timeout=120)
 
 

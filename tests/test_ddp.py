@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import demo_overrides
+from helpers import REPO, demo_overrides
 
 from adatosk.cli import main as cli_main
 from adatosk.config import load_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def torchrun(args: list[str], timeout: float = 300) -> None:

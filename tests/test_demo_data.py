@@ -12,13 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers import REPO
 
 from adatosk.data import demo
 from adatosk.data.classes import CLASS_NAMES
 from adatosk.data.demo_render import render_clip
 from adatosk.data.manifest import read_manifest
 
-REPO = Path(__file__).resolve().parents[1]
 NEUTRAL = CLASS_NAMES["dfew"].index("neutral")
 # 10 subjects x 14 clips = 140 clips: enough for class statistics, a few seconds to write
 SMALL = dict(subjects=10, clips_per_class=20, frames=[32, 34], frame_size=64, raw_videos=3)

@@ -4,7 +4,8 @@ import ast
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 # `test_io.py::test_name`, or `::test_name` for another test of the file named before it in the same cell
 TEST_REFERENCE = re.compile(r"`(?:(tests/)?(test_\w+\.py))?::(\w+)(?:\[[^\]]*\])?`")
 

@@ -2,11 +2,9 @@
 
 import re
 import tomllib
-from pathlib import Path
 
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def requirement_name(spec: str) -> str:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from helpers import REPO
 
 from adatosk import tables
 from adatosk.config import load_config, to_container
 from adatosk.results import Results
 
-REPO = Path(__file__).resolve().parents[1]
 MAX_COLUMNS = 40
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import BIN, REPO, run
 from omegaconf import OmegaConf
-from test_pipeline_dag import BIN, REPO, run
 
 from adatosk.grid import select_run
 from workflow.command_values import unsafe_command_values

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_pipeline_dag import BIN, REPO, run
+from helpers import BIN, REPO, make_pull, run
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +53,6 @@ def make_repo(root: Path) -> Path:
     run([BIN / "dvc", "init", "-q"], root)
     run([BIN / "dvc", "config", "core.analytics", "false"], root)
     return root
-
-
-def make_pull(root: Path):
-    """`make pull` with this test's virtual environment (`-o`: the stamp is current, build no .venv)."""
-    venv = BIN.parent
-    return run(["make", "-o", f"{venv}/.installed", "pull", f"VENV={venv}"], root, timeout=300)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")

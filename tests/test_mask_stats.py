@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_models import clip, micro
-from test_tables import render, write_run
+from helpers import clip, micro, render, write_run
 
 from adatosk import tables
 from adatosk.cli import main as cli_main

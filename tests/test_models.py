@@ -9,6 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from helpers import MICRO, clip, micro
 
 import adatosk.models  # noqa: F401  (registers the models)
 from adatosk.config import load_config
@@ -16,27 +17,7 @@ from adatosk.errors import AdatoskError
 from adatosk.models import ModelOutput, create_model_from_config
 from adatosk.models.decoder import masked_targets, reconstruction_loss
 from adatosk.models.masking import num_visible, tube_mask, visible_order
-from adatosk.models.registry import create_model
 from adatosk.models.vit import PatchEmbed3D, get_sinusoid_encoding_table
-
-# a micro AdaTosk: 8 frames of 32x32 -> T' = 4 slots x N = 16 positions, width 32; r = 2 per transition, the
-# exclusion after the encoder; the soft-mask switches at their (measured) defaults
-MICRO = dict(img_size=32, patch_size=8, num_frames=8, embed_dim=32, depth=2, num_heads=2, decoder_dim=16,
-             decoder_num_heads=2, head_hidden_dim=48, mask_ratio=0.5, top_k=2, r=2, exclude_fraction=None,
-             exclude_at=None)
-
-
-def micro(name: str = "adatosk_vit_tiny_patch16_64", num_classes: int = 5, **kwargs) -> torch.nn.Module:
-    args = dict(MICRO, **kwargs)
-    if name.startswith("videomae"):
-        args = {k: v for k, v in args.items() if k in ("img_size", "patch_size", "num_frames", "embed_dim", "depth",
-                                                       "num_heads", "head_init_scale")}
-    return create_model(name, num_classes, **args)
-
-
-def clip(batch: int = 2, frames: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
-    return torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(seed))
-
 
 # ---------------------------------------------------------------------------------------------- hard tube mask
 

@@ -15,51 +15,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_make_pull import make_pull
-from test_pipeline_dag import BIN, compose, copy_repo, run
+from helpers import BIN, compose, make_pull, make_smoke_repo, run
 
 from workflow.dvc_stages import rule_name
 
 pytestmark = pytest.mark.slow
 
-SMOKE = """# @package _global_
-# The demo at test size (tests/test_pipeline.py).
-defaults:
-  - demo
-  - _self_
-
-model: {img_size: 64, num_frames: 8}
-data:
-  root: generated/demo          # outside data/, which holds the licensed data (data.dvc)
-  folds: [1, 2]
-  generator: {subjects: 4, clips_per_class: 4, frames: [16, 20], frame_size: 64, raw_videos: 0}
-train: {epochs: 1, warmup_epochs: 0, batch_size: 4, num_workers: 0}
-evaluate: {batch_size: 4}
-grid:
-  main:
-    splits: [{dataset: demo, fold: 1}, {dataset: demo, fold: 2}]
-    variants: [videomae, adatosk_dagger]
-  ablation: {splits: [], variants: []}
-  figures: {splits: [{dataset: demo, fold: 1}], variants: [adatosk_dagger]}
-  efficiency: {flops: {variants: [adatosk_dagger]}, bench: {variants: [adatosk_dagger], iters: 1}}
-"""
 MAIN_STAGES = {f"{s}@split{k}-{v}-0" for s in ("train", "evaluate") for k in (0, 1)
                for v in ("videomae", "adatosk_dagger")}
 DATA_STAGES = {"demo_data@demo", "download_verify@demo", "face_crop@demo", "manifest@demo"}
 FIGURES = "explain@split0-adatosk_dagger-0"
-
-
-def make_smoke_repo(dest: Path, overrides=()) -> Path:
-    copy_repo(dest)
-    (dest / "params/experiment/smoke.yaml").write_text(SMOKE)
-    config = dest / "params/config.yaml"
-    text = config.read_text()
-    assert "  - experiment: demo\n" in text
-    config.write_text(text.replace("  - experiment: demo\n", "  - experiment: smoke\n"))
-    compose(dest, overrides)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-q", "-m", "smoke experiment"], dest)
-    return dest
 
 
 def ran_stages(output: str) -> set[str]:

@@ -6,56 +6,12 @@ resources of the paper grid, and each stage's outputs against what its command w
 
 import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import BIN, REPO, copy_repo, run
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO))
-
-from workflow.dvc_stages import RuleSpec, rule_specs, shell_command  # noqa: E402
-
-
-def env_for(root: Path) -> dict:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", PYTHONPATH=str(root), PATH=f"{BIN}:{os.environ['PATH']}",
-               GIT_AUTHOR_NAME="adatosk test", GIT_AUTHOR_EMAIL="test@adatosk.invalid",
-               GIT_COMMITTER_NAME="adatosk test", GIT_COMMITTER_EMAIL="test@adatosk.invalid")
-    env.pop("ADATOSK_PARAMS", None)
-    return env
-
-
-def run(args, cwd: Path, check=True, timeout=600) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env_for(cwd), capture_output=True, text=True,
-                            timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout[-4000:]}\n"
-                             f"{result.stderr[-6000:]}")
-    return result
-
-
-def copy_repo(dest: Path, experiment: str | None = None) -> Path:
-    """The repository's tracked and unignored files in a fresh git repository at ``dest`` (one commit), with
-    params.yaml composed for ``experiment`` (default: the config's)."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        src = REPO / name
-        if src.is_file() and not name.startswith("tests/"):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    run(["git", "init", "-q", "-b", "main"], dest)
-    compose(dest, [f"experiment={experiment}"] if experiment else [])
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-q", "-m", "copy"], dest)
-    return dest
-
-
-def compose(root: Path, overrides=()) -> None:
-    run([BIN / "python", "workflow/scripts/compose_params.py", *overrides], root)
+from workflow.dvc_stages import RuleSpec, rule_specs, shell_command
 
 
 def dvc_stages(root: Path) -> dict:

@@ -7,8 +7,7 @@ import json
 import shutil
 
 import pytest
-from test_pipeline import make_smoke_repo
-from test_pipeline_dag import BIN, REPO, run
+from helpers import BIN, REPO, make_smoke_repo, run
 
 pytestmark = pytest.mark.slow
 

@@ -6,20 +6,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers import BIN, REPO
 
 from adatosk import plots
 from adatosk.cli import main as cli_main
 from adatosk.config import load_config, to_container
 from adatosk.metrics import confusion_matrix, recognition_metrics
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 CLASSES = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
 LOG_COLUMNS = ("epoch", "steps", "lr", "loss", "loss_cls", "loss_rec", "val_uar", "val_war", "time")

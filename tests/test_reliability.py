@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_train import demo_overrides
+from helpers import demo_overrides
 
 from adatosk.cli import main as cli_main
 from adatosk.config import load_config, params_dir, to_container

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pipeline import make_smoke_repo
-from test_pipeline_dag import BIN, env_for, run
+from helpers import BIN, env_for, make_smoke_repo, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm_cluster")]   # one DAG (`pytest --dist loadgroup`)
 

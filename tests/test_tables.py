@@ -6,33 +6,12 @@ import re
 
 import numpy as np
 import pytest
+from helpers import CLASSES, render, write_run
 
 from adatosk import comparisons, paper, stats, tables
 from adatosk.cli import main as cli_main
 from adatosk.config import load_config, to_container
 from adatosk.results import NOT_RUN, summary_text
-
-CLASSES = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
-
-
-def random_scores(rng):
-    """UAR, WAR, per-class recall (%) and the confusion matrix of a random evaluation, as `adatosk evaluate` writes."""
-    cm = rng.integers(0, 6, size=(7, 7)) + np.diag(rng.integers(5, 20, size=7))
-    recall = 100 * np.diag(cm) / cm.sum(axis=1)
-    return {"unit": "percent", "uar": float(recall.mean()), "war": float(100 * np.trace(cm) / cm.sum()),
-            "per_class_recall": recall.tolist(), "confusion_matrix": cm.tolist(), "class_names": CLASSES}
-
-
-def write_run(root, dataset, variant, fold, seed=0, all_tokens=True):
-    """A run's metrics.json, with its every-token evaluation (`evaluate.all_tokens`) unless told otherwise."""
-    rng = np.random.default_rng([fold, seed, len(variant)])
-    metrics = {**random_scores(rng), "data": dataset, "fold": fold, "seed": seed, "variant": variant}
-    if all_tokens:
-        metrics["all_tokens"] = random_scores(rng)
-    path = root / dataset / variant / f"fold{fold}" / f"seed{seed}" / "metrics.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(metrics))
-    return metrics
 
 
 @pytest.fixture
@@ -47,23 +26,6 @@ def demo_grid(tmp_path):
         made[variant] = [write_run(runs, "demo", variant, k) for k in folds]
     made["adatosk_ca"] = [write_run(runs, "demo", "adatosk_ca", 1)]
     return cfg, runs, made
-
-
-def render(tmp_path, cfg, runs, flops=None, expect=0):
-    efficiency = tmp_path / "efficiency"
-    efficiency.mkdir(exist_ok=True)
-    if flops is not None:
-        (efficiency / "flops.json").write_text(json.dumps({"rows": flops}))
-    config = tmp_path / "params.yaml"
-    import yaml
-
-    config.write_text(yaml.safe_dump(cfg))
-    out = tmp_path / "tables"
-    code = cli_main(["tables", "--config", str(config), "--runs", str(runs), "--efficiency", str(efficiency),
-                     "--out", str(out), "--metrics", str(tmp_path / "metrics.json"),
-                     "--plots", str(tmp_path / "plots")])
-    assert code == expect
-    return out
 
 
 def refused(tmp_path, cfg, runs, capsys) -> str:

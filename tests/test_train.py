@@ -5,27 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import demo_overrides
 
-from adatosk.config import load_config, to_container
-from adatosk.data.demo import generate
-from adatosk.data.manifest import build_manifest, write_manifest
+from adatosk.config import load_config
 from adatosk.errors import AdatoskError, ConfigError
 from adatosk.train import engine
-
-
-def demo_overrides(root: Path) -> list[str]:
-    """Write a small demo set (21 clips; fold 1 = 14 train / 7 test) under ``root``; return the run overrides."""
-    data = [f"data.root={root / 'data'}", f"data.manifest_dir={root / 'manifests'}", f"data.cache_dir={root / 'cache'}"]
-    if not (root / "manifests" / "manifest.csv").exists():
-        cfg = load_config(data)
-        small = {"subjects": 5, "clips_per_class": 3, "raw_videos": 0, "frames": [16, 20], "frame_size": 64}
-        generate(cfg.data.root, {**to_container(cfg.data.generator), **small}, num_folds=len(cfg.data.folds))
-        write_manifest(build_manifest(cfg.data), Path(cfg.data.manifest_dir) / "manifest.csv")
-    return data + [
-        "model=tiny", "model.img_size=64", "model.num_frames=8", f"output_root={root / 'runs'}",
-        "train.batch_size=4", "train.num_workers=0", "train.threads=1", "train.epochs=2", "train.warmup_epochs=1",
-        "evaluate.batch_size=4",
-    ]
 
 
 def run_dir_of(overrides: list[str]) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline_dag import BIN, REPO, copy_repo, run
+from helpers import BIN, REPO, copy_repo, run
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 pytestmark = pytest.mark.slow
 
