@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# The editable install's build prints setuptools' notice "Editable installation." (InformationOnly, for every
+# editable install of a project whose package sits at the top of the clone); it is silenced, nothing else.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[pipeline,test]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e ".[pipeline,test]"
 	touch $(STAMP)
 
 # The demo pipeline (dvc.yaml) on every core: Snakemake runs its stages side by side, one thread each (the demo's
