@@ -22,7 +22,8 @@ from helpers import BIN, env_for, make_smoke_repo, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm_cluster")]   # one DAG (`pytest --dist loadgroup`)
 
-EPOCHS = 60                     # about 40 s of training: SLURM checks time limits every 30 s
+EPOCHS = 120                    # about 80 s of training on an idle 2-core node: a job over its time limit is
+                                # ended within 30 s (slurmctld checks every 30 s), while epochs remain to resume
 TRAIN = "train__split0_adatosk_dagger_0"
 EVALUATE = "evaluate__split0_adatosk_dagger_0"
 RUN_DIR = "runs/demo/adatosk_dagger/fold1/seed0"
@@ -121,7 +122,7 @@ def log_progress(log: Path) -> tuple[int, int]:
     return (int(resumed[-1]) if resumed else 0), (int(done[-1]) if done else 0)
 
 
-def interrupted_training(root: Path, interruptions: list, timeout: float = 480) -> tuple[str, list[int]]:
+def interrupted_training(root: Path, interruptions: list, timeout: float = 720) -> tuple[str, list[int]]:
     """Train the run from scratch as a SLURM job and call each of ``interruptions`` (a function of the job id) in
     turn, every time an attempt has finished two epochs. Snakemake's output and the epoch of each interruption.
 
