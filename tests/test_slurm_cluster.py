@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from helpers import BIN, env_for, make_smoke_repo, run
 
+from workflow.slurm_adapter import slurm_requeues
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm_cluster")]   # one DAG (`pytest --dist loadgroup`)
 
 EPOCHS = 120                    # about 80 s of training on an idle 2-core node: a job over its time limit is
@@ -212,6 +214,44 @@ def test_cancelled_preempted_and_timed_out_training_is_resubmitted_and_resumes(s
     start, done = log_progress(root / "logs" / f"{TRAIN}.log")
     assert start >= epochs[-1] and done == EPOCHS
     assert_same_weights(root, local_repo)
+
+
+def sleeper() -> str:
+    """A one-CPU job on the GPU partition, submitted like the profile's (--requeue), once it runs: its id."""
+    job = subprocess.run(["sbatch", "--parsable", "-p", GPU_PARTITION, "-c", "1", "--mem", "500", "--requeue",
+                          "-o", "/dev/null", "--wrap", "sleep 300"], capture_output=True, text=True, check=True,
+                         timeout=30).stdout.strip()
+    wait_for_state(job, "RUNNING")
+    return job
+
+
+def squeue_state(job: str) -> str:
+    rows = squeue("--states=all", "-j", job, "-o", "%T")
+    return rows[0][0] if rows else ""
+
+
+def wait_for_state(job: str, state: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while squeue_state(job) != state:
+        assert time.monotonic() < deadline, f"job {job} is {squeue_state(job)}, not {state}, after {timeout} s"
+        time.sleep(0.2)
+
+
+def test_the_adapter_tells_a_requeued_preemption_from_a_cancelled_one(preempt_mode_cancel):
+    job = sleeper()
+    preempt(job)
+    wait_for_state(job, "PREEMPTED")
+    assert not slurm_requeues(job)                          # CANCEL: it stays PREEMPTED, Snakemake resubmits it
+    subprocess.run(["scancel", job], check=True, timeout=30)
+    scontrol("update", f"PartitionName={GPU_PARTITION}", "PreemptMode=REQUEUE")
+    job = sleeper()
+    preempt(job)
+    answers, deadline = set(), time.monotonic() + 60
+    while squeue_state(job) != "PENDING" and time.monotonic() < deadline:   # REQUEUE: asked at any moment
+        answers.add(slurm_requeues(job))
+    answers.add(slurm_requeues(job))
+    subprocess.run(["scancel", job], check=True, timeout=30)
+    assert answers == {True}
 
 
 def test_gpu_passthrough_keys_reach_the_controller(slurm_repo):
