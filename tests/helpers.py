@@ -123,7 +123,8 @@ def demo_overrides(root: Path) -> list[str]:
     data = [f"data.root={root / 'data'}", f"data.manifest_dir={root / 'manifests'}", f"data.cache_dir={root / 'cache'}"]
     if not (root / "manifests" / "manifest.csv").exists():
         cfg = load_config(data)
-        small = {"subjects": 5, "clips_per_class": 3, "raw_videos": 0, "frames": [16, 20], "frame_size": 64}
+        small = {"subjects": 5, "clips_per_class": 3, "test_only_clips_per_class": 0, "raw_videos": 0,
+                 "frames": [16, 20], "frame_size": 64}
         generate(cfg.data.root, {**to_container(cfg.data.generator), **small}, num_folds=len(cfg.data.folds))
         write_manifest(build_manifest(cfg.data), Path(cfg.data.manifest_dir) / "manifest.csv")
     return data + [
@@ -228,7 +229,8 @@ model: {img_size: 64, num_frames: 8}
 data:
   root: generated/demo          # outside data/, which holds the licensed data (data.dvc)
   folds: [1, 2]
-  generator: {subjects: 4, clips_per_class: 4, frames: [16, 20], frame_size: 64, raw_videos: 0}
+  generator: {subjects: 4, clips_per_class: 4, test_only_clips_per_class: 0, frames: [16, 20], frame_size: 64,
+               raw_videos: 0}
 train: {epochs: 1, warmup_epochs: 0, batch_size: 4, num_workers: 0}
 evaluate: {batch_size: 4}
 grid:

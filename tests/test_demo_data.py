@@ -21,8 +21,9 @@ from adatosk.data.manifest import read_manifest
 
 NEUTRAL = CLASS_NAMES["dfew"].index("neutral")
 # 10 subjects x 14 clips = 140 clips: enough for class statistics, a few seconds to write
-SMALL = dict(subjects=10, clips_per_class=20, frames=[32, 34], frame_size=64, raw_videos=3)
-TINY = dict(subjects=5, clips_per_class=2, frames=[32, 33], frame_size=48, raw_videos=1)
+SMALL = dict(subjects=10, clips_per_class=20, test_only_clips_per_class=0, frames=[32, 34], frame_size=64,
+             raw_videos=3)
+TINY = dict(subjects=5, clips_per_class=2, test_only_clips_per_class=0, frames=[32, 33], frame_size=48, raw_videos=1)
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,32 @@ def test_layout_and_subject_disjoint_folds(small):
         assert frames == [f"{clip_id}_{t:05d}.jpg" for t in range(1, clips[clip_id]["n_frames"] + 1)]
         assert SMALL["frames"][0] <= len(frames) <= SMALL["frames"][1]
         assert _frame(root, clip_id, 0).shape == (64, 64, 3)
+
+
+def _split_rows(root: Path, split: str, fold: int) -> set[str]:
+    lines = (root / demo.SPLIT_DIR / f"{split}(single-labeled)" / f"set_{fold}.csv").read_text().splitlines()[1:]
+    return {f"{int(line.split(',')[0]):05d}" for line in lines}
+
+
+def test_test_only_clips_are_in_every_test_split_and_change_no_fold_clip(tmp_path):
+    info = demo.generate(tmp_path / "with", {**TINY, "test_only_subjects": 2, "test_only_clips_per_class": 2})
+    demo.generate(tmp_path / "without", TINY)
+    clips = info["clips"]
+    test_only = sorted(c for c, clip in clips.items() if clip["fold"] is None)
+    assert test_only == [f"{i:05d}" for i in range(15, 29)]                   # numbered after the 14 fold clips
+    assert np.bincount([clips[c]["label"] for c in test_only]).tolist() == [2] * 7
+    fold_subjects = {clip["subject"] for clip in clips.values() if clip["fold"] is not None}
+    assert {clips[c]["subject"] for c in test_only} == {5, 6} and fold_subjects <= set(range(5))
+    for k, (n_train, n_test) in enumerate(info["fold_sizes"], 1):
+        train, test = _split_rows(tmp_path / "with", "train", k), _split_rows(tmp_path / "with", "test", k)
+        assert set(test_only) <= test and train.isdisjoint(test_only) and not train & test
+        assert (len(train), len(test)) == (n_train, n_test) and n_train + n_test == 28
+        assert _split_rows(tmp_path / "without", "test", k) == test - set(test_only)
+    with_tree, without_tree = _tree_bytes(tmp_path / "with"), _tree_bytes(tmp_path / "without")
+    frames = {path for path in without_tree if path.startswith(demo.FRAMES_DIR)}
+    assert all(with_tree[path] == without_tree[path] for path in frames)      # the same fold clips, byte for byte
+    with pytest.raises(ValueError, match="needs test_only_subjects >= 1"):
+        demo.make_clips(demo.generator_config({**TINY, "test_only_subjects": 0, "test_only_clips_per_class": 1}), 5)
 
 
 def test_first_frames_and_background_carry_no_class(small):

@@ -326,7 +326,7 @@ def test_demo_sources_record_the_generated_tree(tmp_path):
     from adatosk.data.demo import generate
 
     root = tmp_path / "demo"
-    generate(root, {"subjects": 5, "clips_per_class": 2, "raw_videos": 1})
+    generate(root, {"subjects": 5, "clips_per_class": 2, "test_only_clips_per_class": 0, "raw_videos": 1})
     sources = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "params/data/demo.yaml").sources)
     receipt = tmp_path / "receipts/demo.json"
     before = sorted(root.rglob("*"))
@@ -359,7 +359,8 @@ def test_the_root_key_the_message_names_works_under_the_pipelines_params(tmp_pat
     assert main(common + [f"datasets.demo.root={tmp_path / 'nothing'}"]) == 1
     message = capsys.readouterr().err
     assert "datasets.demo.root=DIR" in message and "datasets.demo.sources.tree.url" in message
-    generate(tmp_path / "mine", {"subjects": 5, "clips_per_class": 1, "raw_videos": 0})
+    generate(tmp_path / "mine", {"subjects": 5, "clips_per_class": 1, "test_only_clips_per_class": 0,
+                                      "raw_videos": 0})
     # replaced by datasets.demo: ignored (that root pinned, not the checkout's generated/demo that `make demo` makes)
     assert main(common + [f"datasets.demo.root={tmp_path / 'nothing'}", f"data.root={tmp_path / 'mine'}"]) == 1
     capsys.readouterr()

@@ -267,7 +267,7 @@ def test_precropped_pass_through_packs_every_clip_with_manifest_ids(tmp_path):
     from adatosk.data.manifest import build_manifest
 
     root = tmp_path / "demo"
-    generate(root, {"subjects": 5, "clips_per_class": 2, "raw_videos": 0})
+    generate(root, {"subjects": 5, "clips_per_class": 2, "test_only_clips_per_class": 0, "raw_videos": 0})
     data = OmegaConf.to_container(OmegaConf.load(PARAMS / "demo.yaml"))
     data.update(root=str(root), cache_dir=str(tmp_path / "cache"), img_size=48, manifest_dir=str(tmp_path / "m"))
     report = run(data, jobs=1)

@@ -77,7 +77,8 @@ def test_installed_wheel_runs_config_commands_outside_the_clone(wheel_site, tmp_
     assert Path(module).is_relative_to(wheel_site) and Path(params) == wheel_site / "adatosk/params"
 
     generated = adatosk(wheel_site, tmp_path, "demo-data", f"data.root={tmp_path / 'demo'}",
-                        "data.generator.subjects=5", "data.generator.clips_per_class=1", "data.generator.raw_videos=0")
+                        "data.generator.subjects=5", "data.generator.clips_per_class=1", "data.generator.raw_videos=0",
+                        "data.generator.test_only_clips_per_class=0")
     assert generated.returncode == 0, generated.stderr
     assert len(list((tmp_path / "demo/EmoLabel_DataSplit").rglob("set_*.csv"))) == 10     # 5 folds x train, test
     # group switches compose other groups of the package: the paper's experiment on DFEW
@@ -102,7 +103,8 @@ def test_installed_wheel_imports_every_command_and_runs_the_data_stages(wheel_si
     data = (f"data.root={tmp_path / 'demo'}", f"data.cache_dir={tmp_path / 'cache'}",
             f"data.manifest_dir={tmp_path / 'manifests'}")
     for command in (("demo-data", *data, "data.generator.subjects=5", "data.generator.clips_per_class=1",
-                     "data.generator.raw_videos=0"), ("face-crop", *data), ("manifest", *data)):
+                     "data.generator.test_only_clips_per_class=0", "data.generator.raw_videos=0"),
+                    ("face-crop", *data), ("manifest", *data)):
         done = adatosk(wheel_site, tmp_path, *command)
         assert done.returncode == 0, (command[0], done.stderr)
     assert (tmp_path / "manifests" / "manifest.csv").is_file()

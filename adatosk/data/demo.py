@@ -15,7 +15,9 @@ Written tree (``data.root``), as DFEW ships it:
                                                 resizes frames to ``data.img_size`` anyway)
     Clip/original/XXXXX.mp4                     ``generator.raw_videos`` of the clips as raw videos: the same
                                                 subject and events, face inside a larger scene (face-crop input)
-    EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..K}.csv   video_name,label (1..7), subject-disjoint
+    EmoLabel_DataSplit/{train,test}(single-labeled)/set_{1..K}.csv   video_name,label (1..7), subject-disjoint;
+                                                the test-only subjects' clips are in every fold's test split and
+                                                no train split (a larger test set at no training cost)
     adatosk_demo.json                           generator params, fold sizes, per clip: subject, label, events
 
 Deterministic: subject ``s`` and clip ``i`` draw from ``numpy.random.default_rng([seed, 1, s])`` and
@@ -52,7 +54,7 @@ DEFAULTS_FILE = "data/demo.yaml"  # under the params directory: the `generator:`
 @dataclass(frozen=True)
 class Subject:
     index: int
-    fold: int                    # 1-based test fold
+    fold: int | None             # 1-based test fold; None: a test-only subject, tested in every fold, never trained on
     skin: np.ndarray             # RGB float
     hair: np.ndarray
     aspect: float                # face half-height / half-width
@@ -107,11 +109,15 @@ def generator_config(cfg_generator: Mapping[str, Any] | None = None) -> dict[str
 # --- what each clip shows (pure functions of the params) --------------------------------------------------------
 
 def make_subjects(params: Mapping[str, Any], num_folds: int) -> list[Subject]:
-    if int(params["subjects"]) < num_folds:
+    """The fold subjects (subject s is tested in fold s % num_folds + 1), then the test-only subjects."""
+    folded = int(params["subjects"])
+    if folded < num_folds:
         raise ValueError(f"data.generator.subjects ({params['subjects']}) must be at least the number of folds "
                          f"({num_folds}): every fold tests its own subjects")
+    if int(params["test_only_clips_per_class"]) > 0 and int(params["test_only_subjects"]) < 1:
+        raise ValueError("data.generator.test_only_clips_per_class > 0 needs test_only_subjects >= 1")
     subjects = []
-    for s in range(int(params["subjects"])):
+    for s in range(folded + int(params["test_only_subjects"])):
         rng = np.random.default_rng([int(params["seed"]), 1, s])
         tone = rng.uniform(0.0, 1.0)
         skin = (1 - tone) * np.array([236.0, 200.0, 178.0]) + tone * np.array([112.0, 76.0, 56.0])
@@ -122,7 +128,7 @@ def make_subjects(params: Mapping[str, Any], num_folds: int) -> list[Subject]:
         rest[PARAMS.index("mouth_curve")] = rng.uniform(-0.15, 0.15)
         rest[PARAMS.index("eye_open")] = rng.uniform(-0.15, 0.15)
         subjects.append(Subject(
-            index=s, fold=s % num_folds + 1, skin=skin, hair=hair,
+            index=s, fold=s % num_folds + 1 if s < folded else None, skin=skin, hair=hair,
             aspect=rng.uniform(1.2, 1.4), scale=rng.uniform(0.31, 0.36), offset=rng.uniform(-0.04, 0.04, 2),
             eye_spacing=rng.uniform(0.36, 0.44), brow_thickness=rng.uniform(0.05, 0.08),
             mouth_width=rng.uniform(0.28, 0.36), rest=rest,
@@ -182,14 +188,26 @@ def _blinks(rng: np.random.Generator, n_frames: int, rate: float) -> np.ndarray:
 
 
 def make_clips(params: Mapping[str, Any], num_folds: int) -> list[ClipSpec]:
-    """All clips of the demo set, in generation order (video numbers are a seeded permutation of it)."""
+    """All clips of the demo set, in generation order: the fold clips (their video numbers a seeded permutation of
+    1..N), then the test-only clips (numbered N+1.. the same way). Adding test-only clips changes no fold clip."""
     subjects = make_subjects(params, num_folds)
+    folded, test_only = subjects[:int(params["subjects"])], subjects[int(params["subjects"]):]
+    clips = _clips(params, folded, int(params["clips_per_class"]), first_index=0, stream=0)
+    return clips + _clips(params, test_only, int(params["test_only_clips_per_class"]), first_index=len(clips),
+                          stream=3)
+
+
+def _clips(params: Mapping[str, Any], subjects: Sequence[Subject], per_class: int, first_index: int,
+           stream: int) -> list[ClipSpec]:
+    """``per_class`` clips of every class, clip j of a class shown by ``subjects[j % len(subjects)]``; generation
+    indices from ``first_index``, video numbers a permutation (seeded by ``stream``) of the same range, 1-based."""
     names = CLASS_NAMES["dfew"]
-    per_class = int(params["clips_per_class"])
-    numbers = np.random.default_rng([int(params["seed"]), 0]).permutation(len(names) * per_class) + 1
+    count = len(names) * per_class
+    numbers = np.random.default_rng([int(params["seed"]), stream]).permutation(count) + first_index + 1
     clips = []
-    for index in range(len(names) * per_class):
-        label, j = divmod(index, per_class)
+    for offset in range(count):
+        label, j = divmod(offset, per_class)
+        index = first_index + offset
         rng = np.random.default_rng([int(params["seed"]), 2, index])
         n_frames = _randint(rng, params["frames"])
         events = _events(rng, n_frames, params)
@@ -200,7 +218,7 @@ def make_clips(params: Mapping[str, Any], num_folds: int) -> list[ClipSpec]:
         gain = 1.0 + _smooth_walk(rng, n_frames, params["flicker"] / 2, width=2) \
             + rng.normal(0.0, params["flicker"], n_frames)
         clips.append(ClipSpec(
-            index=index, number=int(numbers[index]), label=label, subject=subjects[j % len(subjects)],
+            index=index, number=int(numbers[offset]), label=label, subject=subjects[j % len(subjects)],
             intensity=_intensity(n_frames, events), events=events,
             strength=float(rng.uniform(*params["strength"])), jitter=jitter,
             eye_open=_blinks(rng, n_frames, params["blink_rate"]), gain=gain,
@@ -211,9 +229,14 @@ def make_clips(params: Mapping[str, Any], num_folds: int) -> list[ClipSpec]:
     return clips
 
 
+def in_test(clip: ClipSpec, fold: int) -> bool:
+    """Whether ``clip`` is in fold ``fold``'s test split (else in its train split)."""
+    return clip.subject.fold in (fold, None)
+
+
 def fold_sizes(clips: Sequence[ClipSpec], num_folds: int) -> list[tuple[int, int]]:
     """(train, test) clip counts of folds 1..K."""
-    test = [sum(c.subject.fold == k for c in clips) for k in range(1, num_folds + 1)]
+    test = [sum(in_test(c, k) for c in clips) for k in range(1, num_folds + 1)]
     return [(len(clips) - n, n) for n in test]
 
 
@@ -225,7 +248,7 @@ def _write_splits(root: Path, clips: Sequence[ClipSpec], num_folds: int) -> None
         folder = root / SPLIT_DIR / f"{split}(single-labeled)"
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(1, num_folds + 1):
-            rows = [c for c in ordered if (c.subject.fold == k) == (split == "test")]
+            rows = [c for c in ordered if in_test(c, k) == (split == "test")]
             text = "video_name,label\n" + "".join(f"{c.number},{c.label + 1}\n" for c in rows)
             (folder / f"set_{k}.csv").write_text(text)
 
