@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from adatosk.errors import AdatoskError, describe
 
@@ -78,3 +79,29 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides", nargs="*", metavar="KEY=VALUE",
         help="Hydra overrides, e.g. model=videomae data.fold=2 train.epochs=1",
     )
+
+
+# The run of the pipeline's grid as options, one per select.* key (adatosk/grid.py): the matrix stages of dvc.yaml
+# pass `${item}`, which DVC unpacks to `--split.dataset 'demo' --split.fold 1 --variant 'adatosk' --seed 0`, quoting
+# every value for the shell whatever params.yaml holds.
+RUN_OPTIONS: dict[str, tuple[tuple[str, ...], type]] = {
+    "dataset": (("--dataset", "--split.dataset"), str),
+    "fold": (("--fold", "--split.fold"), int),
+    "variant": (("--variant",), str),
+    "seed": (("--seed",), int),
+}
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``/``--split.dataset``, ``--fold``/``--split.fold``, ``--variant``, ``--seed``: the run of the grid
+    that a command reads, as the overrides ``select.dataset=...`` etc. pick it (:func:`run_selection`)."""
+    group = parser.add_argument_group("the run of the grid (the same as the select.* overrides)")
+    for key, (flags, kind) in RUN_OPTIONS.items():
+        group.add_argument(*flags, dest=f"select_{key}", type=kind, default=None, metavar=key.upper(),
+                           help=f"the same as select.{key}=...")
+
+
+def run_selection(args: argparse.Namespace) -> dict[str, Any]:
+    """The select.* keys (dataset, fold, variant, seed) that the options of :func:`add_run_arguments` set."""
+    values = {key: getattr(args, f"select_{key}", None) for key in RUN_OPTIONS}
+    return {key: value for key, value in values.items() if value is not None}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,13 @@ def params_dir() -> Path:
     )
 
 
-def load_config(overrides: Sequence[str] = (), config_file: str | os.PathLike[str] | None = None) -> DictConfig:
+def load_config(overrides: Sequence[str] = (), config_file: str | os.PathLike[str] | None = None,
+                selection: Mapping[str, Any] | None = None) -> DictConfig:
     """Return the resolved, validated run configuration.
 
     ``overrides`` are Hydra override strings (``model=videomae``, ``train.epochs=1``, ``+new.key=1``). With
-    ``config_file`` the file is read as composed already and group switches are refused.
+    ``config_file`` the file is read as composed already and group switches are refused. ``selection`` sets
+    ``select.*`` keys as the CLI's run options give them (:func:`adatosk.cli.run_selection`).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -80,6 +82,7 @@ def load_config(overrides: Sequence[str] = (), config_file: str | os.PathLike[st
     derived = config_file is not None and _current(cfg, "run_dir") == _run_dir_of(cfg)
     for override in values:
         apply_override(cfg, override, source)
+    _apply_selection(cfg, selection or {}, values, source)
     if derived and "run_dir" not in {o.key_or_group for o in values}:
         cfg.run_dir = _run_dir_of(cfg)
     try:
@@ -109,11 +112,37 @@ def _load_yaml(path: Path) -> DictConfig:
     return cfg
 
 
+def _apply_selection(cfg: DictConfig, selection: Mapping[str, Any], overrides: Sequence[Any], source: str) -> None:
+    """Set ``select.<key>`` to each value of ``selection``, refusing a ``select.<key>=`` override naming another."""
+    given = {o.key_or_group: o.value() for o in overrides}
+    for key, value in selection.items():
+        override = given.get(f"select.{key}", _ABSENT)
+        if override is not _ABSENT and str(override) != str(value):
+            raise ConfigError(f"--{key} {value} and select.{key}={override} name different runs: give one of them",
+                              source)
+    if selection:
+        with open_dict(cfg):
+            OmegaConf.update(cfg, "select", dict(selection), merge=True, force_add=True)
+
+
+# params/config.yaml's `${command_values:}`: under DVC's composition of params.yaml, the resolver of
+# workflow/hydra_plugins/ checks what dvc.yaml puts into shell commands. This composition feeds no shell command
+# (and an installed adatosk has no workflow/), so here the key resolves to the same value unchecked.
+COMMAND_VALUES_RESOLVER, COMMAND_VALUES = "command_values", "names"
+
+
+def _register_command_values_stand_in() -> None:
+    """Register the stand-in for ``${command_values:}`` unless a resolver of that name is registered already."""
+    if not OmegaConf.has_resolver(COMMAND_VALUES_RESOLVER):
+        OmegaConf.register_new_resolver(COMMAND_VALUES_RESOLVER, lambda: COMMAND_VALUES)
+
+
 def _compose(switches: list[str], source: str) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
+    _register_command_values_stand_in()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=source, version_base="1.3"):

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from adatosk.cli import add_config_arguments
+from adatosk.cli import add_config_arguments, add_run_arguments, run_selection
 from adatosk.config import load_config
 from adatosk.data.dataset import ClipDataset, data_loader
 from adatosk.data.manifest import read_manifest
@@ -62,13 +62,14 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
+    add_run_arguments(parser)
     parser.add_argument("--checkpoint", default=None, metavar="DIR",
                         help="a save_model directory or file (default: run_dir/checkpoint/last)")
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(args.overrides, args.config)
+    cfg = load_config(args.overrides, args.config, run_selection(args))
     ctx = init_distributed(cfg.device)
     try:
         with torch_settings(bool(cfg.train.deterministic), cfg.train.threads):

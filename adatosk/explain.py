@@ -7,7 +7,8 @@ Eq. 5 framed in red, ranked by their frame difference) and the final ``M_s`` (Eq
 Positions hidden by the tube mask are shown grey. Each mask row is coloured (viridis) from the lowest to the
 highest value of the row, printed beside it (drawn by :mod:`adatosk.explain_figure`). A JSON next to the PNG holds
 the numbers: per-slot CA frame differences, the activated slots, the excluded tokens per slot, every token's values
-and the prediction. Output names are the video's name or the clip id made a safe file name inside ``--out``.
+and the prediction. Output names are the video's name or the clip id made a safe file name inside ``--out`` (or,
+for the pipeline, inside ``--figures-root``'s directory of the selected run).
 
 The model's intermediates come from its public methods (``forward_features``, ``forward_head``) and forward
 hooks on its CA and CS modules; nothing in the model changes. Clips come from a video (the sliding window
@@ -31,7 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from adatosk.cli import add_config_arguments
+from adatosk.cli import add_config_arguments, add_run_arguments, run_selection
 from adatosk.config import load_config
 from adatosk.data.cache import CorruptClipError
 from adatosk.data.dataset import ClipReadError
@@ -40,6 +41,7 @@ from adatosk.data.tracking import NoFaceError
 from adatosk.data.video import VideoDecodeError
 from adatosk.evaluate import load_test_split, mask_views_of, view_masks
 from adatosk.explain_figure import MIN_CELL, FigureLayout, render, unnormalize
+from adatosk.grid import run_dir
 from adatosk.io import write_bytes_atomic, write_json_atomic
 from adatosk.mask_stats import soft_mask_hooks
 from adatosk.models.adatosk import AdaTosk
@@ -195,9 +197,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, metavar="DIR",
                         help="a save_model directory (required with VIDEO; from the manifest default "
                              "run_dir/checkpoint/last)")
-    parser.add_argument("--out", required=True, metavar="DIR",
-                        help="where to write STEM.png and STEM.json (STEM: the video's name or the clip id, with "
-                             "characters other than letters, digits, '.', '_' and '-' replaced by '_')")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", metavar="DIR",
+                     help="where to write STEM.png and STEM.json (STEM: the video's name or the clip id, with "
+                          "characters other than letters, digits, '.', '_' and '-' replaced by '_')")
+    out.add_argument("--figures-root", metavar="DIR",
+                     help="--manifest-clip / --per-class: write into DIR/<dataset>/<variant>/fold<k>/seed<s> of the "
+                          "selected run (the pipeline's results/figures layout)")
     parser.add_argument("--window", type=int, default=0, metavar="K",
                         help="VIDEO: the K-th sliding window of `adatosk predict`; --manifest-clip: the K-th test view")
     parser.add_argument("--manifest-clip", action="append", default=[], metavar="CLIP_ID",
@@ -212,6 +218,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the first)")
     parser.add_argument("--mask-seed", type=int, default=0, help="VIDEO: seed of the tube masks (as predict)")
     add_config_arguments(parser)
+    add_run_arguments(parser)
+
+
+def figures_dir(cfg: Any, root: str) -> Path:
+    """The figures directory of ``cfg``'s run under ``root``: the run directory's layout (adatosk/grid.py), built
+    here rather than in dvc.yaml's command, where DVC would paste the names unquoted."""
+    return Path(run_dir(root, cfg.data.name, cfg.model.variant, cfg.data.fold, cfg.seed))
 
 
 def explain_video(model: nn.Module, meta: dict, video: str, window: int, out_dir: Path, *, stride: int = 4,
@@ -286,15 +299,16 @@ def main(args: argparse.Namespace) -> int:
         overrides = ([args.video] if args.video else []) + overrides
     elif not args.video:
         return fail("give a VIDEO, --manifest-clip CLIP_ID or --per-class N")
-    elif overrides or args.config:
-        return fail("config overrides and --config go with --manifest-clip / --per-class only")
+    elif overrides or args.config or run_selection(args) or args.figures_root:
+        return fail("config overrides, --config, the run options and --figures-root go with --manifest-clip / "
+                    "--per-class only")
     elif not args.checkpoint:
         return fail("--checkpoint is required with a VIDEO")
 
     cfg = None
     checkpoint = args.checkpoint
     if from_manifest:
-        cfg = load_config(overrides, args.config)
+        cfg = load_config(overrides, args.config, run_selection(args))
         checkpoint = checkpoint or str(Path(cfg.run_dir) / "checkpoint" / "last")
     device = resolve_device(args.device if cfg is None or args.device != "auto" else cfg.device)
     try:
@@ -305,7 +319,7 @@ def main(args: argparse.Namespace) -> int:
         return fail(f"{checkpoint} holds a {meta.get('model')} model (variant {meta['model_cfg'].get('variant')}), "
                     f"which has no soft mask; explain needs an AdaTosk model (model.family=adatosk; the pipeline's "
                     f"grid.figures.variants may list AdaTosk variants only)")
-    out_dir = Path(args.out)
+    out_dir = figures_dir(cfg, args.figures_root) if args.figures_root else Path(args.out)
     try:
         if cfg is not None:
             written = explain_manifest_clips(cfg, model, meta, args.manifest_clip, args.per_class, args.window,

@@ -89,3 +89,20 @@ def test_tables_runs_on_the_default_config_before_any_run(tmp_path, capsys):
     assert "not run" in (out / "table3.md").read_text()  # the paper's numbers beside no measured one
     assert (tmp_path / "metrics.json").is_file()
     assert f"wrote {len(list(out.iterdir()))} files to {out}" in capsys.readouterr().out
+
+
+def test_the_run_options_select_as_the_select_overrides_do():
+    """`--split.dataset demo --split.fold 2 --variant adatosk_ca --seed 1` (DVC's unpacking of a matrix stage's
+    ${item}) is `select.dataset=demo select.fold=2 ...`; an option and an override naming different runs fail."""
+    from adatosk.cli import build_parser, run_selection
+    from adatosk.config import load_config, to_container
+    from adatosk.errors import ConfigError
+
+    args = build_parser("evaluate").parse_args(["evaluate", "--split.dataset", "demo", "--split.fold", "2",
+                                                "--variant", "adatosk_ca", "--seed", "1", "select.fold=2"])
+    by_options = to_container(load_config(args.overrides, None, run_selection(args)))
+    by_overrides = to_container(load_config(["select.dataset=demo", "select.fold=2", "select.variant=adatosk_ca",
+                                             "select.seed=1"]))
+    assert by_options == by_overrides and by_options["run_dir"] == "runs/demo/adatosk_ca/fold2/seed1"
+    with pytest.raises(ConfigError, match="--variant adatosk_ca and select.variant=adatosk name different runs"):
+        load_config(["select.variant=adatosk"], None, {"variant": "adatosk_ca"})

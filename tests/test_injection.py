@@ -1,8 +1,10 @@
-"""Shell injection through params: a value that dvc.yaml puts into a stage's command line must be a name.
+"""Shell injection through params: a value or dict key that dvc.yaml puts into a stage's command line unquoted must
+be a name.
 
-compose_params.py refuses to write such a params.yaml, the Snakefile's adapter refuses to load one, and a stage's
-``select.*`` names are checked again where a command resolves them; the efficiency stages take their options as a
-dict, which DVC quotes, so that even a params.yaml edited by hand runs no injected command under `dvc repro`.
+DVC's composition of params.yaml (`dvc exp run -S`, compose_params.py) fails on one, through the resolver of
+params/config.yaml, the Snakefile's adapter refuses to load one, and a stage's names are checked again where a
+command resolves them; the matrix stages take their run, and the efficiency stages their options, as a dict, whose
+values DVC quotes, so that even a params.yaml edited by hand runs no injected value under `dvc repro`.
 """
 
 import shutil
@@ -35,6 +37,9 @@ def test_the_repositorys_params_put_only_names_into_commands():
     ("grid.main.splits[0].dataset", lambda p: p["grid"]["main"]["splits"][0].update(dataset="demo`touch INJECTED`")),
     ("datasets: key 'x y'", lambda p: p["datasets"].update({"x y": p["datasets"]["demo"]})),
     ("grid.generate: key 'demo&&touch'", lambda p: p["grid"]["generate"].update({"demo&&touch": "x"})),
+    ("grid.main.splits[0]: key 'fold|touch'", lambda p: p["grid"]["main"]["splits"][0].update({"fold|touch": 1})),
+    ("grid.efficiency.bench: key '$(touch INJECTED)'",
+     lambda p: p["grid"]["efficiency"]["bench"].update({"$(touch INJECTED)": 1})),
 ])
 def test_every_interpolated_value_is_checked(where, edit):
     dvc_yaml, params = _repository()
@@ -52,6 +57,19 @@ def _small_repo(root: Path) -> Path:
     run(["git", "init", "-q"], root)
     run([BIN / "python", "workflow/scripts/compose_params.py"], root)
     return root
+
+
+def test_a_dict_unpacked_into_a_command_is_checked_by_its_keys_and_strings():
+    """`${item}` of a matrix is unpacked: DVC writes its keys raw and quotes its values, which must be names all the
+    same (they name runs and paths); numbers pass."""
+    dvc_yaml = {"stages": {"train": {"matrix": {"split": "${grid.splits}", "seed": [0]}, "cmd": "adatosk ${item}"}}}
+    splits = [{"dataset": "demo", "fold": 1}, {"dataset": "demo", "fold;touch INJECTED": 1},
+              {"dataset": "demo; touch INJECTED", "fold": 2}]
+    assert unsafe_command_values(dvc_yaml, {"grid": {"splits": splits[:1]}}) == []
+    problems = unsafe_command_values(dvc_yaml, {"grid": {"splits": splits}})
+    assert [problem.split(": stage train")[0] for problem in problems] == [
+        "grid.splits[1]: key 'fold;touch INJECTED' = 'fold;touch INJECTED'",
+        "grid.splits[2].dataset = 'demo; touch INJECTED'"]
 
 
 @pytest.mark.slow  # DVC's start-up, twice
@@ -91,3 +109,55 @@ def test_dvc_repro_of_the_efficiency_stages_runs_no_injected_command(tmp_path):
         result = run([BIN / "dvc", "repro", "-s", stage], root, check=False)
         assert result.returncode != 0 and "touch INJECTED" in result.stdout + result.stderr, stage
     assert not (root / "INJECTED").exists()
+
+
+def _repo_with_run_inputs(root: Path, dataset: str = "demo") -> Path:
+    """A small repository (with the package) whose data chain for ``dataset`` is done: its outputs exist, and for
+    the repository's own dataset they are recorded in dvc.lock, so that `dvc exp run -s train` runs the trainings."""
+    _small_repo(root)
+    shutil.copytree(REPO / "adatosk", root / "adatosk", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (f"generated/{dataset}/x", f"results/verify/{dataset}.json", f"cache/{dataset}/64/x",
+                 f"manifests/{dataset}/manifest.csv", "weights/x"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("{}")
+    if dataset == "demo":
+        run([BIN / "dvc", "commit", "-f", "-q", "demo_data", "download_verify", "face_crop", "manifest"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-q", "-m", "inputs"], root)
+    return root
+
+
+@pytest.mark.slow  # DVC's start-up, twice
+@pytest.mark.parametrize(("overrides", "target", "named"), [
+    (["grid.main.variants=['adatosk|touch INJECTED|true']", "++variants={adatosk|touch INJECTED|true: {x: 1}}"],
+     "train", "grid.main.variants[0] = 'adatosk|touch INJECTED|true'"),
+    (["++grid.generate={demo|touch INJECTED: generated/x}",
+      "++datasets={demo|touch INJECTED: {folds: [1], generator: {x: 1}, root: generated/x}}"],
+     "demo_data@demo|touch INJECTED",
+     "grid.generate: key 'demo|touch INJECTED'"),
+])
+def test_dvc_exp_run_refuses_an_injected_value_or_key_before_any_stage(tmp_path, overrides, target, named):
+    root = _repo_with_run_inputs(tmp_path / "repo")
+    sets = [arg for override in overrides for arg in ("-S", override)]
+    result = run([BIN / "dvc", "exp", "run", "-s", *sets, target], root, check=False)
+    assert not (root / "INJECTED").exists() and not (root / "runs").exists()
+    assert result.returncode != 0 and named in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+@pytest.mark.slow  # DVC's start-up; `adatosk train` refuses the names
+@pytest.mark.parametrize(("key", "value", "stage"), [
+    ("variants", ["adatosk $(touch INJECTED)"], "train@split0-adatosk $(touch INJECTED)-0"),
+    ("seeds", ["0; touch INJECTED;"], "train@split0-videomae-0; touch INJECTED;"),
+    ("splits", [{"dataset": "demo`touch INJECTED`", "fold": 1}], "train@split0-videomae-0"),
+])
+def test_dvc_repro_of_a_hand_edited_run_runs_no_injected_command(tmp_path, key, value, stage):
+    dataset = value[0]["dataset"] if key == "splits" else "demo"
+    root = _repo_with_run_inputs(tmp_path / "repo", dataset)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["grid"]["main"].update({"variants": ["videomae"], key: value})
+    params["datasets"][dataset] = params["datasets"]["demo"]                # the run's params exist: its stage runs
+    params["variants"][params["grid"]["main"]["variants"][0]] = params["variants"]["videomae"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))               # edited by hand: nothing checked it
+    result = run([BIN / "dvc", "repro", "-s", stage], root, check=False)
+    assert not (root / "INJECTED").exists()
+    assert result.returncode != 0 and "touch INJECTED" in result.stdout + result.stderr

@@ -48,6 +48,12 @@ def snakemake_jobs(root: Path, *config) -> dict:
     return jobs
 
 
+def command_selection(cmd: str) -> dict[str, str]:
+    """The run a stage's command selects: its select.* overrides and its run options (``--split.dataset demo``)."""
+    overrides = re.findall(r"select\.(\w+)=(\S+)", cmd)
+    return dict(overrides + re.findall(r"--(?:split\.)?(dataset|fold|variant|seed) (\S+)", cmd))
+
+
 @pytest.fixture(scope="module")
 def demo_repo(tmp_path_factory):
     return copy_repo(tmp_path_factory.mktemp("demo"))
@@ -92,7 +98,8 @@ def test_snakemake_builds_exactly_the_dvc_stages(demo_repo):
 
 @pytest.mark.parametrize("profile", ["demo_repo", "paper_repo"])
 def test_every_command_writes_where_its_stage_declares(profile, request):
-    """select.* of a stage's command builds the config whose run_dir / manifest_dir / cache_dir are its outputs."""
+    """The run a stage's command selects (select.*, or the options DVC unpacks from a matrix's ${item}) builds the
+    config whose run_dir / manifest_dir / cache_dir are its outputs."""
     from omegaconf import OmegaConf
 
     from adatosk.grid import select_run
@@ -100,7 +107,7 @@ def test_every_command_writes_where_its_stage_declares(profile, request):
     root = request.getfixturevalue(profile)
     params = OmegaConf.load(root / "params.yaml")
     for address, (cmd, deps, _, outs) in dvc_stages(root).items():
-        select = dict(re.findall(r"select\.(\w+)=(\S+)", cmd))
+        select = command_selection(cmd)
         if not select:
             continue
         cfg = select_run(OmegaConf.merge(params, {"select": select}))
@@ -121,7 +128,7 @@ def test_every_command_writes_where_its_stage_declares(profile, request):
             # explain reads the run's reported model; its figures stay out of runs/, which `tables` reads whole
             assert f"{cfg.run_dir}/checkpoint/last" in deps, (address, cfg.run_dir)
             out = f"results/figures/{cfg.data.name}/{cfg.model.variant}/fold{cfg.data.fold}/seed{cfg.seed}"
-            assert outs == {out} and f"--out {out}" in cmd, address
+            assert outs == {out} and "--figures-root results/figures" in cmd, address
         if address.startswith("demo_data@"):
             assert cfg.data.root in outs
 
@@ -139,7 +146,7 @@ def test_paper_profile_dry_run_lists_the_paper_grid_on_gpus(paper_repo):
     jobs = snakemake_jobs(paper_repo, "gpus_per_job=8", "gpu_partition=a100", "cpu_partition=short")
     assert jobs["bench"][2]["gpu"] == "1"                     # a throughput benchmark: one GPU
     train = sorted(name for name in jobs if name.startswith("train__"))
-    runs = {re.search(r"select.dataset=(\w+) select.fold=(\d) select.variant=(\w+) select.seed=(\d+)",
+    runs = {re.search(r"--split.dataset (\w+) --split.fold (\d) --variant (\w+) --seed (\d+)",
                       jobs[n][3]).groups() for n in train}
     expected = {(d, str(k), v, "0") for d, folds in (("dfew", range(1, 6)), ("ferv39k", [1]), ("mafw", range(1, 6)))
                 for k in folds for v in ("videomae", "adatosk", "adatosk_dagger")}         # the paper: seed 0
@@ -153,7 +160,7 @@ def test_paper_profile_dry_run_lists_the_paper_grid_on_gpus(paper_repo):
         assert "torchrun --standalone --nproc-per-node=8 -m adatosk train --config params.yaml" in shell
     explain = [n for n in jobs if n.startswith("explain__")]
     assert explain == ["explain__split0_adatosk_dagger_0"]
-    assert "select.dataset=dfew select.fold=1 select.variant=adatosk_dagger" in jobs[explain[0]][3]
+    assert "--split.dataset dfew --split.fold 1 --variant adatosk_dagger --seed 0" in jobs[explain[0]][3]
     for name in ("manifest__dfew", "face_crop__mafw", "explain__split0_adatosk_dagger_0", "tables"):
         _, _, res, shell, _ = jobs[name]
         assert "gpu" not in res and res["slurm_partition"] == "short", name

@@ -58,7 +58,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from adatosk.cli import add_config_arguments
+from adatosk.cli import add_config_arguments, add_run_arguments, run_selection
 from adatosk.config import load_config, to_container
 from adatosk.data.dataset import ClipDataset, data_loader
 from adatosk.data.manifest import read_manifest
@@ -94,6 +94,7 @@ STATE_KEYS = ("epoch", "identity", "model", "optimizer", "scheduler", "scaler", 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
+    add_run_arguments(parser)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help=f"continue from run_dir/{STATE_FILE}, which must exist (default: continue from it "
@@ -112,7 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(args.overrides, args.config)
+    cfg = load_config(args.overrides, args.config, run_selection(args))
     if not args.config:
         check_experiment(cfg, args.overrides)
     mode = "require" if args.resume else "never" if args.restart else "replace" if args.replace else "auto"

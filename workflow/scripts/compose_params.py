@@ -1,4 +1,6 @@
-"""Write params.yaml from the Hydra groups in params/, exactly as `dvc exp run` composes it.
+"""Write params.yaml from the Hydra groups in params/, exactly as `dvc exp run` composes it (and, as there, the
+resolver of workflow/hydra_plugins/ refuses values that dvc.yaml would put into a shell command unless they are
+names: workflow/command_values.py).
 
 `dvc exp run` recomposes params.yaml (the repository's .dvc/config enables DVC's Hydra support); `dvc repro` and
 `snakemake` read it as it is. Run this after editing params/ when not going through `dvc exp run`:
@@ -12,21 +14,9 @@ overrides and nothing else. Lasting choices belong in params/: the experiment in
 import os
 import sys
 
-import yaml
 from dvc.repo import Repo
 from dvc.utils.hydra import compose_and_dump
-
-
-def _check_command_values(root: str, composed: str) -> None:
-    """Refuse a composition whose values dvc.yaml would put into a shell command unless they are names."""
-    sys.path.insert(0, root)
-    from workflow.command_values import unsafe_command_values
-
-    with open(os.path.join(root, "dvc.yaml"), encoding="utf-8") as dvc_yaml, open(composed, encoding="utf-8") as params:
-        problems = unsafe_command_values(yaml.safe_load(dvc_yaml), yaml.safe_load(params))
-    if problems:
-        raise SystemExit("params.yaml not written: values in params/ that dvc.yaml puts into shell commands are not "
-                         "names:\n  " + "\n  ".join(problems))
+from omegaconf.errors import OmegaConfBaseException
 
 
 def main(overrides: list[str]) -> None:
@@ -36,12 +26,13 @@ def main(overrides: list[str]) -> None:
             raise SystemExit(f"{repo.root_dir}/.dvc/config: hydra.enabled is not true; nothing composes params.yaml")
         config_dir = os.path.join(repo.root_dir, hydra.get("config_dir", "conf"))
         params = os.path.join(repo.root_dir, "params.yaml")
-        tmp = os.path.join(repo.root_dir, f".params.{os.getpid()}.tmp.yaml")  # checked before it replaces params.yaml
+        tmp = os.path.join(repo.root_dir, f".params.{os.getpid()}.tmp.yaml")  # written whole, then put in place
         try:
             compose_and_dump(tmp, config_dir, None, hydra.get("config_name", "config"),
                              os.path.join(repo.root_dir, hydra.get("plugins_path", "")), overrides)
-            _check_command_values(repo.root_dir, tmp)
             os.replace(tmp, params)
+        except OmegaConfBaseException as error:  # a resolver's refusal: `${command_values:}` (workflow/hydra_plugins)
+            raise SystemExit(f"params.yaml not written: {error}") from None
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
