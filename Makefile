@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 # train.threads and grid.efficiency.bench.threads), then `dvc commit` records them in dvc.lock, so that
 # `dvc status` / `dvc repro` find the pipeline current. After a killed run, Snakemake reruns the jobs it left
 # incomplete (--rerun-incomplete; a killed training resumes from its train_state.pt). `make demo
-# EXPERIMENT=demo_seeds` first composes params.yaml for another experiment (params/experiment/demo_seeds.yaml: 3
+# EXPERIMENT=demo_seeds` first composes params.yaml for another experiment (params/experiment/demo_seeds.yaml: 5
 # seeds per variant).
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 demo: $(STAMP)

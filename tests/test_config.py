@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from helpers import REPO, copy_repo
 
 from adatosk.config import load_config, params_dir, to_container
 from adatosk.errors import ConfigError
@@ -22,6 +23,13 @@ def test_paper_experiment_holds_the_paper_values():
     assert (m.soft_mask, m.diff, m.scores) == ("ca+cs", "l1", "both")
     assert (t.epochs, t.warmup_epochs, t.batch_size, t.base_lr, t.weight_decay) == (100, 10, 128, 1.5e-4, 0.05)
     assert list(t.betas) == [0.9, 0.95]
+
+
+def test_the_committed_params_yaml_is_the_composition_of_params(tmp_path):
+    """params.yaml is what `make params` (and `dvc exp run`) composes from params/: `dvc repro` and Snakemake read
+    the committed file, so a params/ edit without `make params` would run the old values."""
+    root = copy_repo(tmp_path / "repo")                      # composes params.yaml as `make params` does
+    assert (root / "params.yaml").read_text() == (REPO / "params.yaml").read_text(), "run `make params`"
 
 
 def test_group_and_value_overrides():
