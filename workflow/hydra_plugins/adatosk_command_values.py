@@ -30,7 +30,8 @@ def _composed_params(root: DictConfig) -> dict[str, Any]:
 
 def check_command_values(*, _root_: DictConfig) -> str:
     """``${command_values:}``: raise ValueError listing every problem of the composed config, else give VALUE."""
-    sys.path.insert(0, str(ROOT))
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     from workflow.command_values import unsafe_command_values
 
     dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
