@@ -346,13 +346,17 @@ def test_quoted_numbers_have_one_home():
 def test_the_demo_ends_with_its_reproduction_lines(tmp_path, demo_grid):
     """grid.main.reference: each variant's UAR against the reference's 95% range; not measured yet says so."""
     cfg, runs, made = demo_grid
+    reference = cfg["grid"]["main"]["reference"]
+    committed = dict(reference["variants"])
+    assert set(committed) == {"videomae", "adatosk", "adatosk_dagger", "adatosk_ca"} and reference["machines"]
+    assert all(entry["n"] >= 2 and entry["std"] > 0 for entry in committed.values())
+    reference["variants"] = dict.fromkeys(committed)                             # a reference not measured yet
     out = render(tmp_path, cfg, runs)
     rows = {r[0]: r for r in csv.reader((out / "reproduction.csv").read_text().splitlines())}
     assert set(rows) == {"Variant", "videomae", "adatosk", "adatosk_dagger", "adatosk_ca"}
     assert rows["adatosk"][1:] == [f"{np.mean([m['uar'] for m in made['adatosk']]):.2f} (n=2)",
                                    comparisons.NOT_MEASURED, "-", comparisons.NOT_MEASURED]
     uar = float(np.mean([m["uar"] for m in made["adatosk"]]))
-    reference = cfg["grid"]["main"]["reference"]
     reference.update(machines=["cpu A", "cpu B"], seeds=[0, 1, 2])
     reference["variants"].update(adatosk={"mean": uar - 1.0, "std": 2.0, "n": 6},
                                  videomae={"mean": uar + 30.0, "std": 2.0, "n": 6})
