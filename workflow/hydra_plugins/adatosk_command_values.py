@@ -16,9 +16,10 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from adatosk.config import COMMAND_VALUES as VALUE
+from adatosk.config import COMMAND_VALUES_RESOLVER as RESOLVER
+
 ROOT = Path(__file__).resolve().parents[2]
-RESOLVER = "command_values"
-VALUE = "names"  # what the resolver gives: the rule, the same as adatosk/config.py's stand-in
 
 
 def _composed_params(root: DictConfig) -> dict[str, Any]:
