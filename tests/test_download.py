@@ -23,10 +23,12 @@ MEMBERS = {"Clip/clip_224x224/00001/00001_00001.jpg": b"frame one" * 100, "EmoLa
 
 
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip of ``members`` with a fixed date: the same bytes in every process (pytest-xdist workers collect the
+    parametrised checksum separately and must agree)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for name, data in members.items():
-            zf.writestr(name, data)
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
     return buffer.getvalue()
 
 
