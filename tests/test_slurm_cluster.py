@@ -10,10 +10,12 @@ uninterrupted run's. Jobs larger than the node fail before submission, naming th
 Without a running cluster these tests skip with the reason; under CI=true (.ci/run starts the cluster) they fail.
 """
 
+import fcntl
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,11 +54,17 @@ def cluster_problem() -> str | None:
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
+    """The cluster, for one test process at a time. `--dist loadgroup` keeps this module on one worker; should that
+    grouping fail (it did, silently, under pytest 9.2), the lock still keeps a second worker's DAG, and its change
+    of the partition's PreemptMode, away from this one's interruptions."""
     problem = cluster_problem()
     if problem and os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but {problem}")
     if problem:
         pytest.skip(problem)
+    with open(Path(tempfile.gettempdir()) / "adatosk-slurm-cluster.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def snakemake(root: Path, *args, config=(), check=True, timeout=600) -> str:

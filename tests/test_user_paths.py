@@ -41,7 +41,7 @@ def own_experiment_repo(root: Path) -> Path:
     run(["git", "init", "-q", "-b", "main"], root)
     run([BIN / "dvc", "init", "-q"], root)
     for key, value in (("core.analytics", "false"), ("hydra.enabled", "true"), ("hydra.config_dir", "params"),
-                       ("hydra.config_name", "config")):
+                       ("hydra.config_name", "config"), ("hydra.plugins_path", "workflow")):
         run([BIN / "dvc", "config", key, value], root)
     run([BIN / "python", "workflow/scripts/compose_params.py"], root)
     run(["git", "add", "-A"], root)
