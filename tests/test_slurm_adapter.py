@@ -4,7 +4,6 @@ jobs against `sinfo`, the job states the plugin is given, the omitted account, -
 
 import asyncio
 import logging
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from workflow.slurm_adapter import (  # noqa: E402
     parse_gpus,
     parse_minutes,
     parse_sinfo,
-    slurm_requeues,
 )
 
 SINFO = """cpu*|n1|16|64000|(null)|4:00:00
@@ -73,61 +71,20 @@ def test_a_failing_sinfo_is_reported():
 
 def test_cancelled_and_preempted_jobs_are_failures_for_the_plugin(caplog):
     logger, warned = logging.getLogger("test"), set()
-    cancelled = lambda job: False                           # noqa: E731  (PreemptMode=CANCEL)
-    assert job_state("7", "CANCELLED by 0", logger, warned, cancelled) == "CANCELLED"
-    assert job_state("7", "RUNNING", logger, warned, cancelled) == "RUNNING"
+    assert job_state("7", "CANCELLED by 0", logger, warned) == "CANCELLED"
+    assert job_state("7", "RUNNING", logger, warned) == "RUNNING"
     with caplog.at_level(logging.WARNING):
-        assert job_state("8", "PREEMPTED", logger, warned, cancelled) == "FAILED"
-        assert job_state("8", "PREEMPTED", logger, warned, cancelled) == "FAILED"
+        assert job_state("8", "PREEMPTED", logger, warned) == "FAILED"
+        assert job_state("8", "PREEMPTED", logger, warned) == "FAILED"
     assert [r.getMessage() for r in caplog.records if "job 8 was preempted" in r.getMessage()] != []
     assert len(caplog.records) == 1                         # once per job, not once per status query
-
-
-def test_a_preempted_job_that_slurm_requeues_is_waited_for(caplog):
-    asked = []
-    requeued = lambda job: asked.append(job) or True        # noqa: E731  (PreemptMode=REQUEUE)
-    with caplog.at_level(logging.WARNING):
-        assert job_state("9", "PREEMPTED", logging.getLogger("test"), set(), requeued) == "PREEMPTED"
-    assert asked == ["9"] and not caplog.records
-
-
-def scontrol_answers(monkeypatch, answers: dict[str, tuple[int, str, str]]) -> None:
-    """subprocess.run answers `scontrol show <kind> -o <name>` from ``answers`` keyed "<kind> <name>"."""
-    def fake_run(args, **kwargs):
-        assert args[:2] == ["scontrol", "show"] and args[3] == "-o"
-        code, out, err = answers[f"{args[2]} {args[4]}"]
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    monkeypatch.setattr("workflow.slurm_adapter.subprocess.run", fake_run)
-
-
-def job(state: str, requeue: str = "1") -> tuple[int, str, str]:
-    return 0, f"JobId=5 JobName=x JobState={state} Reason=None Requeue={requeue} Restarts=1 Partition=gpu\n", ""
-
-
-def partition(mode: str) -> tuple[int, str, str]:
-    return 0, f"PartitionName=gpu Nodes=vm PriorityTier=1 PreemptMode={mode} State=UP\n", ""
-
-
-@pytest.mark.parametrize(("answers", "requeued"), [
-    ({"job 5": job("PENDING")}, True),                                            # requeued already
-    ({"job 5": job("PREEMPTED"), "partition gpu": partition("REQUEUE")}, True),    # about to be
-    ({"job 5": job("PREEMPTED"), "partition gpu": partition("GANG,REQUEUE")}, True),
-    ({"job 5": job("PREEMPTED"), "partition gpu": partition("CANCEL")}, False),
-    ({"job 5": job("PREEMPTED", requeue="0"), "partition gpu": partition("REQUEUE")}, False),
-    ({"job 5": (1, "", "slurm_load_jobs error: Invalid job id specified\n")}, False),            # purged
-    ({"job 5": (1, "", "slurm_load_jobs error: Unable to contact slurm controller\n")}, True),   # ask again
-])
-def test_slurm_requeues_reads_the_job_and_its_partition(monkeypatch, answers, requeued):
-    scontrol_answers(monkeypatch, answers)
-    assert slurm_requeues("5") is requeued
 
 
 def test_the_adapted_plugin_maps_states_and_guesses_no_account(monkeypatch):
     plugin = pytest.importorskip("snakemake_executor_plugin_slurm")
 
     async def query(command, logger):
-        return {"1": "CANCELLED by 0", "2": "PREEMPTED", "3": "COMPLETED", "4": "PREEMPTED"}, 0.01
+        return {"1": "CANCELLED by 0", "2": "PREEMPTED", "3": "COMPLETED"}, 0.01
 
     def no_sacct(*args, **kwargs):
         raise AssertionError(f"ran {args}")
@@ -135,11 +92,11 @@ def test_the_adapted_plugin_maps_states_and_guesses_no_account(monkeypatch):
     monkeypatch.setattr(plugin, "query_job_status", query)
     monkeypatch.setattr(plugin, "get_account", plugin.get_account)
     monkeypatch.setattr("subprocess.check_output", no_sacct)
-    adapt_plugin(requeues=lambda job: job == "4")
+    adapt_plugin()
     adapt_plugin()                                          # once only: no wrapper around the wrapper
     logger = logging.getLogger("test")
     states, _ = asyncio.run(plugin.query_job_status("squeue", logger))
-    assert states == {"1": "CANCELLED", "2": "FAILED", "3": "COMPLETED", "4": "PREEMPTED"}
+    assert states == {"1": "CANCELLED", "2": "FAILED", "3": "COMPLETED"}
     assert plugin.get_account(logger) is None
 
 

@@ -1,11 +1,12 @@
 """`snakemake --profile slurm` against a real SLURM controller: the one-node cluster of tools/slurm/start.sh.
 
-The demo DAG at smoke size (one split, one variant, 60 short epochs) runs as SLURM jobs to results/tables, and
+The demo DAG at smoke size (one split, one variant, 120 short epochs) runs as SLURM jobs to results/tables, and
 its training and evaluation equal those of a local run. Then its training is interrupted the ways a cluster
 interrupts jobs, each after two epochs of an attempt: `scontrol requeue` and preemption under PreemptMode=REQUEUE
 (SLURM requeues the job), the time limit, `scancel` and preemption under PreemptMode=CANCEL (the job fails and the
 profile's `retries` resubmit it). Every attempt resumes from train_state.pt and the weights equal the
-uninterrupted run's. Jobs larger than the node fail before submission, naming the slurm/cluster.yaml key.
+uninterrupted run's. Only a preemption under CANCEL leaves a job PREEMPTED (what the adapter relies on). Jobs
+larger than the node fail before submission, naming the slurm/cluster.yaml key.
 
 Without a running cluster these tests skip with the reason; under CI=true (.ci/run starts the cluster) they fail.
 """
@@ -21,8 +22,6 @@ from pathlib import Path
 
 import pytest
 from helpers import BIN, env_for, make_smoke_repo, run
-
-from workflow.slurm_adapter import slurm_requeues
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm_cluster")]   # one DAG (`pytest --dist loadgroup`)
 
@@ -245,21 +244,31 @@ def wait_for_state(job: str, state: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def test_the_adapter_tells_a_requeued_preemption_from_a_cancelled_one(preempt_mode_cancel):
+def states_until(job: str, final: str, timeout: float = 60) -> set[str]:
+    """Every state squeue shows for ``job``, polled without pause, until it is ``final``."""
+    seen, deadline = set(), time.monotonic() + timeout
+    while final not in seen:
+        assert time.monotonic() < deadline, f"job {job} not {final} after {timeout} s (seen: {sorted(seen)})"
+        seen.add(squeue_state(job))
+    return seen
+
+
+def test_only_a_cancelled_preemption_leaves_a_job_preempted(preempt_mode_cancel):
+    """What slurm_adapter's PREEMPTED -> FAILED relies on: under CANCEL a preempted job stays PREEMPTED (Snakemake
+    must resubmit it); under REQUEUE the job is never seen PREEMPTED on its way back to PENDING, so a job that SLURM
+    requeues itself is never also resubmitted."""
     job = sleeper()
     preempt(job)
     wait_for_state(job, "PREEMPTED")
-    assert not slurm_requeues(job)                          # CANCEL: it stays PREEMPTED, Snakemake resubmits it
+    time.sleep(3)
+    assert squeue_state(job) == "PREEMPTED"
     subprocess.run(["scancel", job], check=True, timeout=30)
     scontrol("update", f"PartitionName={GPU_PARTITION}", "PreemptMode=REQUEUE")
     job = sleeper()
     preempt(job)
-    answers, deadline = set(), time.monotonic() + 60
-    while squeue_state(job) != "PENDING" and time.monotonic() < deadline:   # REQUEUE: asked at any moment
-        answers.add(slurm_requeues(job))
-    answers.add(slurm_requeues(job))
+    seen = states_until(job, "PENDING")
     subprocess.run(["scancel", job], check=True, timeout=30)
-    assert answers == {True}
+    assert "PREEMPTED" not in seen, seen
 
 
 def test_gpu_passthrough_keys_reach_the_controller(slurm_repo):

@@ -10,9 +10,8 @@ in pyproject.toml; the Snakefile applies both at ``onstart``, in the submitting 
 * A job preempted under ``PreemptMode=CANCEL`` stays ``PREEMPTED``, which the plugin also waits on forever: it is
   reported as ``FAILED`` (with a warning naming job and cause), so that Snakemake resubmits it (the profile's
   ``retries``) and training continues from its ``train_state.pt``. Under ``PreemptMode=REQUEUE`` SLURM requeues
-  the job itself (pending again, the same job id), but a status query can still see it ``PREEMPTED`` between the
-  end of its processes and the requeue: :func:`slurm_requeues` asks ``scontrol`` which of the two it is, so that
-  a job SLURM is about to requeue is never also resubmitted (two trainings of one run at once).
+  the job itself (pending again, the same job id), which needs no help: such a job goes from COMPLETING to
+  PENDING and is never seen PREEMPTED (tests/test_slurm_cluster.py), so it is not resubmitted beside itself.
 * Without ``slurm_account`` the plugin guesses one with a malformed ``sacct`` call (``sacct: invalid option --
   '1'``); the account is omitted instead, and SLURM charges the user's default account.
 """
@@ -128,40 +127,10 @@ def check_cluster_fits(config: Mapping[str, Any], sinfo: Callable[[], str] = run
                          + f"\n(edit {CLUSTER_FILE} or override with --config key=value)")
 
 
-def scontrol_show(kind: str, name: str) -> dict[str, str] | None:
-    """``scontrol show <kind> -o <name>`` as a dict of its ``Key=Value`` fields; None when SLURM does not know it.
-
-    Raises OSError or subprocess.SubprocessError when scontrol itself fails (no controller answers)."""
-    result = subprocess.run(["scontrol", "show", kind, "-o", name], capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        if "invalid" in result.stderr.lower():          # "Invalid job id specified", "Invalid partition name"
-            return None
-        raise subprocess.SubprocessError(f"scontrol show {kind} {name}: {result.stderr.strip()}")
-    return dict(field.split("=", 1) for field in result.stdout.split() if "=" in field)
-
-
-def slurm_requeues(job_id: str) -> bool:
-    """Whether SLURM requeues the preempted job itself: it has been requeued already (no longer ``PREEMPTED``), or
-    it may be (``Requeue=1``) and its partition preempts with ``REQUEUE``. When scontrol cannot answer, True: the
-    next status query asks again, while a wrong ``FAILED`` would start a second training of the same run."""
-    try:
-        job = scontrol_show("job", job_id)
-        if job is None:                                 # purged after MinJobAge: not coming back
-            return False
-        if job.get("JobState") != "PREEMPTED":
-            return True
-        partition = scontrol_show("partition", job.get("Partition", ""))
-    except (OSError, subprocess.SubprocessError):
-        return True
-    return job.get("Requeue") == "1" and partition is not None and "REQUEUE" in partition.get("PreemptMode", "")
-
-
-def job_state(job_id: str, state: str, logger: logging.Logger, warned: set[str],
-              requeues: Callable[[str], bool] = slurm_requeues) -> str:
-    """The plugin's name for a SLURM state: ``CANCELLED by 0`` -> ``CANCELLED``; ``PREEMPTED`` -> ``FAILED``
-    unless SLURM requeues the job (``requeues``), which the plugin waits for."""
+def job_state(job_id: str, state: str, logger: logging.Logger, warned: set[str]) -> str:
+    """The plugin's name for a SLURM state: ``CANCELLED by 0`` -> ``CANCELLED``; ``PREEMPTED`` -> ``FAILED``."""
     state = re.sub(r"^CANCELLED by \S+$", "CANCELLED", state)
-    if state != "PREEMPTED" or requeues(job_id):
+    if state != "PREEMPTED":
         return state
     if job_id not in warned:
         warned.add(job_id)
@@ -177,9 +146,8 @@ def omitted_account(logger: logging.Logger) -> None:
     return None
 
 
-def adapt_plugin(requeues: Callable[[str], bool] = slurm_requeues) -> None:
-    """Install :func:`job_state` (asking ``requeues`` about preempted jobs) and :func:`omitted_account` into the
-    SLURM executor plugin."""
+def adapt_plugin() -> None:
+    """Install :func:`job_state` and :func:`omitted_account` into the SLURM executor plugin."""
     plugin = importlib.import_module(PLUGIN)
     for name in ("query_job_status", "get_account"):
         if not callable(getattr(plugin, name, None)):
@@ -193,7 +161,7 @@ def adapt_plugin(requeues: Callable[[str], bool] = slurm_requeues) -> None:
     async def query_job_status(command: str, logger: logging.Logger) -> tuple[dict[str, str] | None, Any]:
         states, duration = await query(command, logger)
         if states is not None:
-            states = {job: job_state(job, state, logger, warned, requeues) for job, state in states.items()}
+            states = {job: job_state(job, state, logger, warned) for job, state in states.items()}
         return states, duration
 
     query_job_status.adapted = True
