@@ -228,7 +228,7 @@ def sleeper() -> str:
     job = subprocess.run(["sbatch", "--parsable", "-p", GPU_PARTITION, "-c", "1", "--mem", "500", "--requeue",
                           "-o", "/dev/null", "--wrap", "sleep 300"], capture_output=True, text=True, check=True,
                          timeout=30).stdout.strip()
-    wait_for_state(job, "RUNNING")
+    states_until(job, "RUNNING")
     return job
 
 
@@ -237,19 +237,14 @@ def squeue_state(job: str) -> str:
     return rows[0][0] if rows else ""
 
 
-def wait_for_state(job: str, state: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while squeue_state(job) != state:
-        assert time.monotonic() < deadline, f"job {job} is {squeue_state(job)}, not {state}, after {timeout} s"
-        time.sleep(0.2)
-
-
-def states_until(job: str, final: str, timeout: float = 60) -> set[str]:
-    """Every state squeue shows for ``job``, polled without pause, until it is ``final``."""
+def states_until(job: str, final: str, pause: float = 0.2, timeout: float = 60) -> set[str]:
+    """Every state squeue shows for ``job``, polled every ``pause`` seconds (0: without pause), until it is
+    ``final``."""
     seen, deadline = set(), time.monotonic() + timeout
     while final not in seen:
         assert time.monotonic() < deadline, f"job {job} not {final} after {timeout} s (seen: {sorted(seen)})"
         seen.add(squeue_state(job))
+        time.sleep(pause)
     return seen
 
 
@@ -259,14 +254,14 @@ def test_only_a_cancelled_preemption_leaves_a_job_preempted(preempt_mode_cancel)
     requeues itself is never also resubmitted."""
     job = sleeper()
     preempt(job)
-    wait_for_state(job, "PREEMPTED")
+    states_until(job, "PREEMPTED")
     time.sleep(3)
     assert squeue_state(job) == "PREEMPTED"
     subprocess.run(["scancel", job], check=True, timeout=30)
     scontrol("update", f"PartitionName={GPU_PARTITION}", "PreemptMode=REQUEUE")
     job = sleeper()
     preempt(job)
-    seen = states_until(job, "PENDING")
+    seen = states_until(job, "PENDING", pause=0)
     subprocess.run(["scancel", job], check=True, timeout=30)
     assert "PREEMPTED" not in seen, seen
 
