@@ -260,3 +260,49 @@ def test_select_on_the_hydra_groups_equals_select_on_the_composed_params(tmp_pat
         assert from_groups[key] == from_file[key], key
     assert (from_groups["model"]["soft_mask"], from_groups["model"]["arch"]) == ("ca", "vit_tiny_patch16_64")
     assert from_groups["run_dir"] == "runs/demo/adatosk_ca/fold2/seed1"
+
+
+# Modules every command imports that decide no result: the CLI and config plumbing, one-line errors, atomic writes,
+# progress bars, the pick of a run out of params.yaml, the forkserver of worker processes, the package's version,
+# and face-crop's opt-in timing (`--bench`, which no stage passes).
+PLUMBING = {"adatosk/__init__.py", "adatosk/cli.py", "adatosk/config.py", "adatosk/errors.py", "adatosk/io.py",
+            "adatosk/progress.py", "adatosk/grid.py", "adatosk/data/workers.py", "adatosk/benchmarks/facecrop.py"}
+
+
+def module_file(module: str) -> Path | None:
+    path = REPO / Path(*module.split("."))
+    return next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.is_file()), None)
+
+
+def imported_files(module: str) -> set[str]:
+    """The package's files that ``module`` imports, at module or function level, transitively (read, not run)."""
+    import ast
+
+    found, todo = set(), [module]
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or str(path.relative_to(REPO)) in found:
+            continue
+        found.add(str(path.relative_to(REPO)))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "adatosk":
+                todo += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names if alias.name.split(".")[0] == "adatosk"]
+    return found
+
+
+def test_every_stage_depends_on_the_code_that_decides_its_outputs():
+    """A stage's deps cover every module its command imports, bar PLUMBING: otherwise a change to, say, the demo's
+    renderer or the tables' statistics would leave `dvc repro` and Snakemake trusting the stale outputs."""
+    from adatosk.cli import COMMANDS
+
+    gaps = {}
+    for address, (cmd, deps, _, _) in dvc_stages(REPO).items():
+        words = cmd.split()
+        assert words[0] == "adatosk" and words[1] in COMMANDS, (address, cmd)
+        code = imported_files(COMMANDS[words[1]][0]) - PLUMBING
+        missing = sorted(f for f in code if not any(f == d or f.startswith(f"{d}/") for d in deps))
+        if missing:
+            gaps[address.split("@")[0]] = missing
+    assert not gaps, f"dvc.yaml deps miss code their stages run: {gaps}"
