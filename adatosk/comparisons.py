@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adatosk import paper, stats
+from adatosk.errors import ConfigError
 from adatosk.results import NOT_RUN, Cell, Results, Runs, Table, grid_cells, group_runs, title_of
 
 VERSUS = "ours - paper"
@@ -124,9 +125,22 @@ def comparisons_table(results: Results, grid: Mapping[str, Any]) -> Table:
 NOT_MEASURED = "reference not measured yet"
 
 
+def pooled_reference(reference: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Every reference value of each variant, over all machines and seeds (``reference.runs``: per machine, the
+    seeds and each variant's values in the seeds' order)."""
+    pooled: dict[str, list[float]] = {}
+    for i, run in enumerate(reference.get("runs") or []):
+        for variant, values in (run.get("values") or {}).items():
+            if len(values) != len(run["seeds"]):
+                raise ConfigError(f"grid.main.reference.runs[{i}] ({run.get('machine')}): {variant} has "
+                                 f"{len(values)} values for {len(run['seeds'])} seeds {list(run['seeds'])}")
+            pooled.setdefault(variant, []).extend(float(v) for v in values)
+    return pooled
+
+
 def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | None:
-    """This run against the committed reference (``grid.main.reference``: mean, std and n of each variant's UAR
-    over seeds and machines): inside or outside the 95% range the reference predicts for the mean of this many
+    """This run against the committed reference (``grid.main.reference``: each variant's UAR over seeds on one
+    or more machines, pooled): inside or outside the 95% range the reference predicts for the mean of this many
     runs. None without a reference (the paper's experiment has the paper's numbers instead)."""
     reference = grid["main"].get("reference")
     if not reference:
@@ -135,23 +149,24 @@ def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | Non
     columns = ["Variant", f"yours ({metric.upper()}, %)", "reference (mean ± std, n)", "95% range for yours",
                "verdict"]
     table = Table("reproduction", f"Does this run reproduce the reference? ({title_of(dataset)})", columns)
-    variants = reference.get("variants") or {}
+    pooled = pooled_reference(reference)
     for cell_dataset, variant, runs in grid_cells(grid):
-        if cell_dataset != dataset or variant not in variants:
+        if cell_dataset != dataset:
             continue
-        entry = variants[variant]
         values = results.cell(dataset, variant, runs).values(metric)
         yours = f"{sum(values) / len(values):.2f} (n={len(values)})" if values else NOT_RUN
-        if not entry or not entry.get("n") or entry["n"] < 2:
+        if len(pooled.get(variant, [])) < 2:
             table.rows.append([variant, yours, NOT_MEASURED, "-", NOT_MEASURED if values else NOT_RUN])
             continue
-        low, high = stats.prediction_interval(entry["mean"], entry["std"], entry["n"], max(len(values), 1))
+        ref = stats.estimate(pooled[variant])
+        low, high = stats.prediction_interval(ref.mean, ref.std, ref.n, max(len(values), 1))
         verdict = NOT_RUN if not values else "inside" if low <= sum(values) / len(values) <= high else "outside"
-        table.rows.append([variant, yours, f"{entry['mean']:.2f} ± {entry['std']:.2f} (n={entry['n']})",
-                           f"{low:.2f} - {high:.2f}", verdict])
-    machines = ", ".join(reference.get("machines") or []) or "none yet"
-    table.notes = [f"Reference: make demo's runs over seeds {reference.get('seeds') or 'none yet'} on {machines}. "
-                   "The range is the 95% prediction interval of the mean of as many new runs as yours (t with n-1 "
-                   "degrees of freedom, std x sqrt(1/yours + 1/n)): outside means this machine or code differs "
-                   "from the reference's by more than seeds and floating-point order explain."]
+        table.rows.append([variant, yours, f"{ref.mean:.2f} ± {ref.std:.2f} (n={ref.n})", f"{low:.2f} - {high:.2f}",
+                           verdict])
+    machines = "; ".join(f"{run['machine']} (seeds {', '.join(map(str, run['seeds']))})"
+                         for run in reference.get("runs") or []) or "none yet"
+    table.notes = [f"Reference: make demo's runs on {machines}, pooled. The range is the 95% prediction interval "
+                   "of the mean of as many new runs as yours (t with n-1 degrees of freedom, std x sqrt(1/yours + "
+                   "1/n)): outside means this machine or code differs from the reference's by more than seeds and "
+                   "floating-point order explain."]
     return table

@@ -343,30 +343,38 @@ def test_quoted_numbers_have_one_home():
     assert paper.table1_score("videomae", "ferv39k", "uar") == paper.NOT_REPORTED
 
 
-def test_the_demo_ends_with_its_reproduction_lines(tmp_path, demo_grid):
-    """grid.main.reference: each variant's UAR against the reference's 95% range; not measured yet says so."""
+def test_the_demo_ends_with_its_reproduction_lines(tmp_path, demo_grid, capsys):
+    """grid.main.reference: each variant's UAR against the 95% range of its values pooled over machines; a variant
+    not measured yet says so."""
     cfg, runs, made = demo_grid
     reference = cfg["grid"]["main"]["reference"]
-    committed = dict(reference["variants"])
-    assert set(committed) == {"videomae", "adatosk", "adatosk_dagger", "adatosk_ca"} and reference["machines"]
-    assert all(entry["n"] >= 2 and entry["std"] > 0 for entry in committed.values())
-    reference["variants"] = dict.fromkeys(committed)                             # a reference not measured yet
+    committed = reference["runs"]
+    assert committed and all(set(run["values"]) == {"videomae", "adatosk", "adatosk_dagger", "adatosk_ca"}
+                             and all(len(v) == len(run["seeds"]) >= 2 for v in run["values"].values())
+                             for run in committed)
+    reference["runs"] = []                                                      # a reference not measured yet
     out = render(tmp_path, cfg, runs)
     rows = {r[0]: r for r in csv.reader((out / "reproduction.csv").read_text().splitlines())}
     assert set(rows) == {"Variant", "videomae", "adatosk", "adatosk_dagger", "adatosk_ca"}
     assert rows["adatosk"][1:] == [f"{np.mean([m['uar'] for m in made['adatosk']]):.2f} (n=2)",
                                    comparisons.NOT_MEASURED, "-", comparisons.NOT_MEASURED]
     uar = float(np.mean([m["uar"] for m in made["adatosk"]]))
-    reference.update(machines=["cpu A", "cpu B"], seeds=[0, 1, 2])
-    reference["variants"].update(adatosk={"mean": uar - 1.0, "std": 2.0, "n": 6},
-                                 videomae={"mean": uar + 30.0, "std": 2.0, "n": 6})
+    a, b = [uar - 3.0, uar - 1.0, uar + 1.0], [uar - 4.0, uar - 1.0, uar + 2.0]    # two machines, pooled: n=6
+    reference["runs"] = [{"machine": "cpu A", "seeds": [0, 1, 2], "values": {"adatosk": a, "videomae": [90.0] * 3}},
+                         {"machine": "cpu B", "seeds": [0, 1, 2], "values": {"adatosk": b, "videomae": [91.0] * 3}}]
     (tmp_path / "measured").mkdir()
     rows = {r[0]: r for r in csv.reader((render(tmp_path / "measured", cfg, runs) / "reproduction.csv").read_text()
                                         .splitlines())}
-    low, high = stats.prediction_interval(uar - 1.0, 2.0, 6, k=2)
-    assert rows["adatosk"][2:] == [f"{uar - 1.0:.2f} ± 2.00 (n=6)", f"{low:.2f} - {high:.2f}", "inside"]
+    mean, std = float(np.mean(a + b)), float(np.std(a + b, ddof=1))
+    low, high = stats.prediction_interval(mean, std, 6, k=2)
+    assert rows["adatosk"][2:] == [f"{mean:.2f} ± {std:.2f} (n=6)", f"{low:.2f} - {high:.2f}", "inside"]
     assert rows["videomae"][4] == "outside"
-    assert "cpu A, cpu B" in (tmp_path / "measured" / "tables" / "reproduction.md").read_text()
+    assert rows["adatosk_dagger"][2:] == [comparisons.NOT_MEASURED, "-", comparisons.NOT_MEASURED]
+    assert "cpu A (seeds 0, 1, 2); cpu B (seeds 0, 1, 2)" in (tmp_path / "measured" / "tables" / "reproduction.md"
+                                                               ).read_text()
+    reference["runs"][1]["values"]["adatosk"] = b[:2]
+    render(tmp_path / "measured", cfg, runs, expect=2)
+    assert "grid.main.reference.runs[1] (cpu B): adatosk has 2 values for 3 seeds [0, 1, 2]" in capsys.readouterr().err
     del cfg["grid"]["main"]["reference"]                                         # the paper's grid: no such table
     (tmp_path / "paper").mkdir()
     assert not (render(tmp_path / "paper", cfg, runs) / "reproduction.csv").exists()
