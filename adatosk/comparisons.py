@@ -123,6 +123,7 @@ def comparisons_table(results: Results, grid: Mapping[str, Any]) -> Table:
 
 
 NOT_MEASURED = "reference not measured yet"
+UNKNOWN_MACHINE = "an unrecorded machine"         # runs evaluated from a checkpoint that did not record it
 
 
 def pooled_reference(reference: Mapping[str, Any]) -> dict[str, list[float]]:
@@ -138,22 +139,33 @@ def pooled_reference(reference: Mapping[str, Any]) -> dict[str, list[float]]:
     return pooled
 
 
+def reference_values(results: Results, grid: Mapping[str, Any], variant: str, runs: Runs) -> dict[int, dict]:
+    """seed -> metrics.json of this workspace's runs of ``variant`` on the reference's dataset and fold."""
+    reference = grid["main"]["reference"]
+    cell = results.cell(reference["dataset"], variant, runs)
+    return {int(m["seed"]): m for m in cell.metrics if int(m["fold"]) == int(reference["fold"])}
+
+
 def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | None:
     """This run against the committed reference (``grid.main.reference``: each variant's UAR over seeds on one
-    or more machines, pooled): inside or outside the 95% range the reference predicts for the mean of this many
-    runs. None without a reference (the paper's experiment has the paper's numbers instead)."""
+    or more machines, pooled, on one fold): inside or outside the 95% range the reference predicts for the mean of
+    this many runs. None without a reference (the paper's experiment has the paper's numbers instead)."""
     reference = grid["main"].get("reference")
     if not reference:
         return None
     dataset, metric = reference["dataset"], reference["metric"]
     columns = ["Variant", f"yours ({metric.upper()}, %)", "reference (mean ± std, n)", "95% range for yours",
                "verdict"]
-    table = Table("reproduction", f"Does this run reproduce the reference? ({title_of(dataset)})", columns)
+    table = Table("reproduction", f"Does this run reproduce the reference? ({title_of(dataset)} fold "
+                                  f"{reference['fold']})", columns)
     pooled = pooled_reference(reference)
+    trained_on = set()
     for cell_dataset, variant, runs in grid_cells(grid):
         if cell_dataset != dataset:
             continue
-        values = results.cell(dataset, variant, runs).values(metric)
+        mine = reference_values(results, grid, variant, runs)
+        trained_on |= {m.get("trained_on") or UNKNOWN_MACHINE for m in mine.values()}
+        values = [float(m[metric]) for m in mine.values()]
         yours = f"{sum(values) / len(values):.2f} (n={len(values)})" if values else NOT_RUN
         if len(pooled.get(variant, [])) < 2:
             table.rows.append([variant, yours, NOT_MEASURED, "-", NOT_MEASURED if values else NOT_RUN])
@@ -165,8 +177,31 @@ def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | Non
                            verdict])
     machines = "; ".join(f"{run['machine']} (seeds {', '.join(map(str, run['seeds']))})"
                          for run in reference.get("runs") or []) or "none yet"
-    table.notes = [f"Reference: make demo's runs on {machines}, pooled. The range is the 95% prediction interval "
-                   "of the mean of as many new runs as yours (t with n-1 degrees of freedom, std x sqrt(1/yours + "
-                   "1/n)): outside means this machine or code differs from the reference's by more than seeds and "
-                   "floating-point order explain."]
+    table.notes = [f"Reference: make demo's runs on {machines}, pooled. Yours trained on "
+                   f"{'; '.join(sorted(trained_on)) or 'nothing yet'} (results/tables/reference_runs.yaml: them as "
+                   "entries of grid.main.reference.runs). The range is the 95% prediction interval of the mean of as "
+                   "many new runs as yours (t with n-1 degrees of freedom, std x sqrt(1/yours + 1/n)): outside means "
+                   "this machine or code differs from the reference's by more than seeds and floating-point order "
+                   "explain."]
     return table
+
+
+def reference_runs(results: Results, grid: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """This workspace's runs as ``grid.main.reference.runs`` entries, one per machine they trained on (metrics.json
+    ``trained_on``): the seeds that every variant with runs on that machine has, and each variant's values in the
+    seeds' order. Appending a machine's entry to the committed reference pools it in."""
+    reference = grid["main"]["reference"]
+    per_machine: dict[str, dict[str, dict[int, float]]] = {}
+    for cell_dataset, variant, runs in grid_cells(grid):
+        if cell_dataset != reference["dataset"]:
+            continue
+        for seed, m in reference_values(results, grid, variant, runs).items():
+            machine = m.get("trained_on") or UNKNOWN_MACHINE
+            per_machine.setdefault(machine, {}).setdefault(variant, {})[seed] = round(float(m[reference["metric"]]), 2)
+    entries = []
+    for machine, variants in per_machine.items():
+        seeds = sorted(set.intersection(*(set(by_seed) for by_seed in variants.values())))
+        if seeds:
+            entries.append({"machine": machine, "seeds": seeds,
+                            "values": {v: [by_seed[s] for s in seeds] for v, by_seed in variants.items()}})
+    return entries

@@ -12,7 +12,8 @@ same views once more with the learned weights replaced by 1 (:func:`adatosk.mask
 Under torchrun each rank predicts every ``world_size``-th clip and rank 0 gathers the predictions. Writes
 ``run_dir/metrics.json`` (uar, war, per_class_recall in percent, confusion_matrix, class_names, n_clips, views,
 all_tokens, seed, ...; ``experiment``, ``model`` and ``img_size``: what the checkpoint's model.json says trained it,
-e.g. ``demo`` and ``adatosk_vit_tiny_patch16_64`` for the demo's tiny model; ``soft_mask``: the recorder's summary,
+e.g. ``demo`` and ``adatosk_vit_tiny_patch16_64`` for the demo's tiny model; ``trained_on``: the machine it
+records, adatosk/train/machine.py, null for a checkpoint written before it did; ``soft_mask``: the recorder's summary,
 mask values and shares in [0, 1], plus ``uniform``: uar and war in percent under ``M_s := 1``) and
 ``run_dir/predictions.csv`` (clip_id, label, pred, probs = the averaged probabilities, space-separated in class
 order).
@@ -214,7 +215,8 @@ def evaluate(cfg: DictConfig, ctx: DistContext, checkpoint: str | None = None) -
                                         soft_mask_stats=bool(cfg.evaluate.soft_mask_stats))
         metrics.update(checkpoint=str(checkpoint), experiment=meta.get("experiment"), model=meta.get("model"),
                        img_size=int(meta["model_cfg"]["img_size"]), data=cfg.data.name, fold=int(cfg.data.fold),
-                       seed=int(cfg.seed), variant=cfg.model.variant)
+                       seed=int(cfg.seed), variant=cfg.model.variant,
+                       trained_on=(meta.get("extra") or {}).get("machine"))
         if ctx.is_main:
             write_json_atomic(run_dir / "metrics.json", metrics)
             write_predictions(run_dir / "predictions.csv", clip_ids(dataset, indices),

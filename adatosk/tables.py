@@ -11,7 +11,8 @@ Markdown, CSV and LaTeX:
 * ``table2`` (hard mask ratio x r: WAR and GFLOPs), ``table3`` (soft-mask strategies), ``table4`` (distance
   functions), on the ablation dataset, with ``ours - paper`` likewise;
 * ``reproduction`` (an experiment with ``grid.main.reference``, the demo's): this run's UAR per variant against
-  the committed reference distribution, inside or outside the range it predicts;
+  the committed reference distribution, inside or outside the range it predicts; and ``reference_runs.yaml``,
+  these runs as entries of that reference, one per machine they trained on;
 * ``comparisons``: paired differences over the same folds and seeds, Table 1's variants with each other and every
   ablation variant with AdaTosk-dagger, with their 95% interval and whether it spans 0;
 * ``all_tokens``: every variant of the grid evaluated with its hard mask (as in Tables 1-4) and with every token
@@ -45,6 +46,7 @@ from adatosk.comparisons import (
     VERSUS,
     ablation_versus,
     comparisons_table,
+    reference_runs,
     reproduction_table,
     table2_variant,
     versus_paper,
@@ -378,6 +380,18 @@ def write_tables(tables: Sequence[Table], out: Path) -> list[Path]:
     return written
 
 
+def write_reference_runs(entries: list[dict[str, Any]], path: Path) -> Path:
+    import yaml
+
+    from adatosk.io import write_text_atomic
+
+    header = ("# This workspace's runs as entries of grid.main.reference.runs, one per machine they trained on\n"
+              "# (adatosk/comparisons.py): append a new machine's entry to params/experiment/demo.yaml\n"
+              "# to pool it into the reference that results/tables/reproduction.md compares with.\n")
+    write_text_atomic(path, header + yaml.safe_dump(entries, sort_keys=False, width=120))
+    return path
+
+
 # --- the `adatosk tables` command ---------------------------------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -410,6 +424,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     written = write_tables(tables, out) + confusion_images(results, main_cells(cfg["grid"]), out / "confusion")
     written += write_plot_data(results, grid_cells(cfg["grid"]), Path(args.plots))
+    if cfg["grid"]["main"].get("reference"):
+        written.append(write_reference_runs(reference_runs(results, cfg["grid"]), out / "reference_runs.yaml"))
     bench = load_rows(Path(args.efficiency) / "bench.json")
     write_json_atomic(Path(args.metrics), metrics_summary(results, cfg["grid"], flops, bench))
     if args.print_tables:

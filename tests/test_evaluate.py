@@ -11,6 +11,7 @@ import torch
 from adatosk.cli import main as cli_main
 from adatosk.config import load_config
 from adatosk.evaluate import view_masks
+from adatosk.models.checkpoint import read_meta
 from adatosk.train import engine
 
 METRICS_KEYS = {"unit", "uar", "war", "per_class_recall", "confusion_matrix", "class_names", "n_clips", "views",
@@ -33,6 +34,7 @@ def test_evaluate_writes_the_metrics_contract_and_is_reproducible(trained):
     assert first["views"] == {"temporal": 2, "mask": 2, "total": 4}
     assert (first["unit"], first["seed"], first["eval_mask_ratio"]) == ("percent", cfg.seed, cfg.model.eval_mask_ratio)
     assert (first["experiment"], first["model"], first["img_size"]) == ("demo", "adatosk_vit_tiny_patch16_64", 64)
+    assert first["trained_on"] == read_meta(run / "checkpoint" / "last")[0]["extra"]["machine"]
     cm = first["confusion_matrix"]
     assert len(cm) == 7 and sum(map(sum, cm)) == 7
     rows = list(csv.DictReader(predictions.splitlines()))

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 from helpers import CLASSES, render, write_run
 
 from adatosk import comparisons, paper, stats, tables
@@ -344,21 +345,34 @@ def test_quoted_numbers_have_one_home():
 
 
 def test_the_demo_ends_with_its_reproduction_lines(tmp_path, demo_grid, capsys):
-    """grid.main.reference: each variant's UAR against the 95% range of its values pooled over machines; a variant
-    not measured yet says so."""
+    """grid.main.reference: each variant's UAR on the reference's fold against the 95% range of its values pooled
+    over machines; a variant not measured yet says so; reference_runs.yaml gives these runs as entries, per machine
+    they trained on."""
     cfg, runs, made = demo_grid
     reference = cfg["grid"]["main"]["reference"]
     committed = reference["runs"]
-    assert committed and all(set(run["values"]) == {"videomae", "adatosk", "adatosk_dagger", "adatosk_ca"}
-                             and all(len(v) == len(run["seeds"]) >= 2 for v in run["values"].values())
-                             for run in committed)
+    assert committed and reference["fold"] == 1
+    assert all(set(run["values"]) == {"videomae", "adatosk", "adatosk_dagger", "adatosk_ca"}
+               and all(len(v) == len(run["seeds"]) >= 2 for v in run["values"].values()) for run in committed)
+    cfg["grid"]["main"]["seeds"] = [0, 1]
+    for variant in ("videomae", "adatosk"):                   # fold 1, seeds 0 and 1 on "cpu C"; fold 2 too, not used
+        made[variant].append(write_run(runs, "demo", variant, 1, seed=1))
+        for metrics in made[variant]:
+            metrics["trained_on"] = "cpu C"
+            path = runs / "demo" / variant / f"fold{metrics['fold']}" / f"seed{metrics['seed']}" / "metrics.json"
+            path.write_text(json.dumps(metrics))
+    fold1 = {v: {m["seed"]: round(m["uar"], 2) for m in made[v] if m["fold"] == 1} for v in made}
+    uar = float(np.mean([m["uar"] for m in made["adatosk"] if m["fold"] == 1]))
     reference["runs"] = []                                                      # a reference not measured yet
     out = render(tmp_path, cfg, runs)
     rows = {r[0]: r for r in csv.reader((out / "reproduction.csv").read_text().splitlines())}
     assert set(rows) == {"Variant", "videomae", "adatosk", "adatosk_dagger", "adatosk_ca"}
-    assert rows["adatosk"][1:] == [f"{np.mean([m['uar'] for m in made['adatosk']]):.2f} (n=2)",
-                                   comparisons.NOT_MEASURED, "-", comparisons.NOT_MEASURED]
-    uar = float(np.mean([m["uar"] for m in made["adatosk"]]))
+    assert rows["adatosk"][1:] == [f"{uar:.2f} (n=2)", comparisons.NOT_MEASURED, "-", comparisons.NOT_MEASURED]
+    assert yaml.safe_load((out / "reference_runs.yaml").read_text()) == [
+        {"machine": "cpu C", "seeds": [0, 1], "values": {v: [fold1[v][0], fold1[v][1]] for v in ("videomae",
+                                                                                               "adatosk")}},
+        {"machine": comparisons.UNKNOWN_MACHINE, "seeds": [0],
+         "values": {v: [fold1[v][0]] for v in ("adatosk_dagger", "adatosk_ca")}}]
     a, b = [uar - 3.0, uar - 1.0, uar + 1.0], [uar - 4.0, uar - 1.0, uar + 2.0]    # two machines, pooled: n=6
     reference["runs"] = [{"machine": "cpu A", "seeds": [0, 1, 2], "values": {"adatosk": a, "videomae": [90.0] * 3}},
                          {"machine": "cpu B", "seeds": [0, 1, 2], "values": {"adatosk": b, "videomae": [91.0] * 3}}]
@@ -370,8 +384,9 @@ def test_the_demo_ends_with_its_reproduction_lines(tmp_path, demo_grid, capsys):
     assert rows["adatosk"][2:] == [f"{mean:.2f} ± {std:.2f} (n=6)", f"{low:.2f} - {high:.2f}", "inside"]
     assert rows["videomae"][4] == "outside"
     assert rows["adatosk_dagger"][2:] == [comparisons.NOT_MEASURED, "-", comparisons.NOT_MEASURED]
-    assert "cpu A (seeds 0, 1, 2); cpu B (seeds 0, 1, 2)" in (tmp_path / "measured" / "tables" / "reproduction.md"
-                                                               ).read_text()
+    note = (tmp_path / "measured" / "tables" / "reproduction.md").read_text()
+    assert "cpu A (seeds 0, 1, 2); cpu B (seeds 0, 1, 2)" in note
+    assert f"Yours trained on {comparisons.UNKNOWN_MACHINE}; cpu C " in note
     reference["runs"][1]["values"]["adatosk"] = b[:2]
     render(tmp_path / "measured", cfg, runs, expect=2)
     assert "grid.main.reference.runs[1] (cpu B): adatosk has 2 values for 3 seeds [0, 1, 2]" in capsys.readouterr().err

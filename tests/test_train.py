@@ -49,6 +49,7 @@ def fixed_batch_loss(model: torch.nn.Module, cfg) -> tuple[float, float]:
 
 def test_training_lowers_the_loss_and_writes_the_run_directory(demo, tmp_path):
     from adatosk.models.checkpoint import load_model
+    from adatosk.train.machine import describe_machine
 
     overrides = demo + [f"output_root={tmp_path}", "train.epochs=6", "train.base_lr=0.1", "train.mixup=0",
                         "train.cutmix=0", "train.clip_grad=1.0", "data.augment.rand_augment=null",
@@ -64,6 +65,7 @@ def test_training_lowers_the_loss_and_writes_the_run_directory(demo, tmp_path):
     trained, meta = load_model(run / "checkpoint" / "last")
     assert meta["class_names"] == list(cfg.data.class_names)
     assert meta["extra"]["stride"] == cfg.data.sampling.stride  # predict samples as training did
+    assert meta["extra"]["machine"] == describe_machine(torch.device("cpu"))   # single seeds differ between machines
     before, after = fixed_batch_loss(initial, cfg), fixed_batch_loss(trained, cfg)
     assert after[0] < 0.9 * before[0] and after[1] < before[1], (before, after)
     assert history[-1]["loss"] < history[0]["loss"], [round(r["loss"], 4) for r in history]

@@ -81,6 +81,7 @@ from adatosk.train.distributed import (
     sync_buffers,
 )
 from adatosk.train.identity import differences, run_identity
+from adatosk.train.machine import describe_machine
 from adatosk.train.mixup import VideoMixup
 from adatosk.train.optim import build_optimizer, build_scheduler, scaled_lr
 from adatosk.train.rng import capture_rng, derive_seed, restore_rng, seed_everything, seed_worker, torch_settings
@@ -144,6 +145,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, ctx: DistContext, max_steps: int | None = None) -> None:
         tc = cfg.train
         self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
+        self.machine = describe_machine(self.device, ctx.world_size)
         self.run_dir = Path(cfg.run_dir)
 
         seed_everything(cfg.seed)  # identical initial weights on every rank
@@ -361,7 +363,8 @@ class Trainer:
                    int(self.cfg.data.num_classes), list(self.cfg.data.class_names),
                    experiment=self.cfg.get("experiment"),
                    extra={"epoch": row["epoch"], "data": self.cfg.data.name, "fold": int(self.cfg.data.fold),
-                          "stride": int(self.cfg.data.sampling.stride), "log": row, "best": self.best})
+                          "stride": int(self.cfg.data.sampling.stride), "log": row, "best": self.best,
+                          "machine": self.machine})
 
 
 def check_experiment(cfg: DictConfig, overrides: list[str]) -> None:
