@@ -139,11 +139,13 @@ def pooled_reference(reference: Mapping[str, Any]) -> dict[str, list[float]]:
     return pooled
 
 
-def reference_values(results: Results, grid: Mapping[str, Any], variant: str, runs: Runs) -> dict[int, dict]:
-    """seed -> metrics.json of this workspace's runs of ``variant`` on the reference's dataset and fold."""
+def reference_cells(results: Results, grid: Mapping[str, Any]) -> list[tuple[str, dict[int, dict]]]:
+    """(variant, seed -> metrics.json) of this workspace's runs of every grid variant on the reference's dataset
+    and fold."""
     reference = grid["main"]["reference"]
-    cell = results.cell(reference["dataset"], variant, runs)
-    return {int(m["seed"]): m for m in cell.metrics if int(m["fold"]) == int(reference["fold"])}
+    return [(variant, {int(m["seed"]): m for m in results.cell(dataset, variant, runs).metrics
+                       if int(m["fold"]) == int(reference["fold"])})
+            for dataset, variant, runs in grid_cells(grid) if dataset == reference["dataset"]]
 
 
 def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | None:
@@ -160,10 +162,7 @@ def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | Non
                                   f"{reference['fold']})", columns)
     pooled = pooled_reference(reference)
     trained_on = set()
-    for cell_dataset, variant, runs in grid_cells(grid):
-        if cell_dataset != dataset:
-            continue
-        mine = reference_values(results, grid, variant, runs)
+    for variant, mine in reference_cells(results, grid):
         trained_on |= {m.get("trained_on") or UNKNOWN_MACHINE for m in mine.values()}
         values = [float(m[metric]) for m in mine.values()]
         yours = f"{sum(values) / len(values):.2f} (n={len(values)})" if values else NOT_RUN
@@ -192,10 +191,8 @@ def reference_runs(results: Results, grid: Mapping[str, Any]) -> list[dict[str, 
     seeds' order. Appending a machine's entry to the committed reference pools it in."""
     reference = grid["main"]["reference"]
     per_machine: dict[str, dict[str, dict[int, float]]] = {}
-    for cell_dataset, variant, runs in grid_cells(grid):
-        if cell_dataset != reference["dataset"]:
-            continue
-        for seed, m in reference_values(results, grid, variant, runs).items():
+    for variant, mine in reference_cells(results, grid):
+        for seed, m in mine.items():
             machine = m.get("trained_on") or UNKNOWN_MACHINE
             per_machine.setdefault(machine, {}).setdefault(variant, {})[seed] = round(float(m[reference["metric"]]), 2)
     entries = []
