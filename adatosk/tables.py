@@ -388,7 +388,7 @@ def write_reference_runs(entries: list[dict[str, Any]], path: Path) -> Path:
     header = ("# This workspace's runs as entries of grid.main.reference.runs, one per machine they trained on\n"
               "# (adatosk/comparisons.py): append a new machine's entry to params/experiment/demo.yaml\n"
               "# to pool it into the reference that results/tables/reproduction.md compares with.\n")
-    write_text_atomic(path, header + yaml.safe_dump(entries, sort_keys=False, width=120))
+    write_text_atomic(path, header + yaml.safe_dump(entries, sort_keys=False, width=120, default_flow_style=None))
     return path
 
 
