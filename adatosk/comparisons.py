@@ -177,11 +177,11 @@ def reproduction_table(results: Results, grid: Mapping[str, Any]) -> Table | Non
     machines = "; ".join(f"{run['machine']} (seeds {', '.join(map(str, run['seeds']))})"
                          for run in reference.get("runs") or []) or "none yet"
     table.notes = [f"Reference: make demo's runs on {machines}, pooled. Yours trained on "
-                   f"{'; '.join(sorted(trained_on)) or 'nothing yet'} (results/tables/reference_runs.yaml: them as "
-                   "entries of grid.main.reference.runs). The range is the 95% prediction interval of the mean of as "
-                   "many new runs as yours (t with n-1 degrees of freedom, std x sqrt(1/yours + 1/n)): outside means "
-                   "this machine or code differs from the reference's by more than seeds and floating-point order "
-                   "explain."]
+                   f"{'; '.join(sorted(trained_on)) or 'nothing yet'} (results/tables/reference_runs.yaml gives "
+                   "them as entries of grid.main.reference.runs). The range is the 95% prediction interval of the "
+                   "mean of as many new runs as yours (t with n-1 degrees of freedom, std x sqrt(1/yours + 1/n)): "
+                   "outside means this machine or code differs from the reference's by more than seeds and "
+                   "floating-point order explain."]
     return table
 
 
