@@ -25,8 +25,8 @@ from helpers import BIN, env_for, make_smoke_repo, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm_cluster")]   # one DAG (`pytest --dist loadgroup`)
 
-EPOCHS = 120                    # about 80 s of training on an idle 2-core node: a job over its time limit is
-                                # ended within 30 s (slurmctld checks every 30 s), while epochs remain to resume
+EPOCHS = 120                    # 20-80 s of training on a 2-core node, idle or busy: each attempt is interrupted
+                                # after two of its epochs, with epochs left to resume
 TRAIN = "train__split0_adatosk_dagger_0"
 EVALUATE = "evaluate__split0_adatosk_dagger_0"
 RUN_DIR = "runs/demo/adatosk_dagger/fold1/seed0"
@@ -176,6 +176,14 @@ def preempt(job: str) -> None:
                     "--wrap", "sleep 3"], check=True, capture_output=True, timeout=30)
 
 
+def time_limit(job: str) -> None:
+    """Reach ``job``'s time limit now. slurmctld enforces limits every 30 s, longer than what is left of a smoke
+    training, so the job is frozen first (SIGSTOP to the batch script and its children): it is mid-training when
+    slurmctld ends it, as a job at its limit is."""
+    subprocess.run(["scancel", "--signal=STOP", "--full", job], check=True, timeout=30)
+    scontrol("update", f"JobId={job}", "EndTime=now")
+
+
 @pytest.fixture
 def preempt_mode_cancel():
     scontrol("update", f"PartitionName={GPU_PARTITION}", "PreemptMode=CANCEL")
@@ -212,7 +220,6 @@ def test_a_requeued_or_preempted_training_is_requeued_by_slurm_and_resumes(slurm
 def test_cancelled_preempted_and_timed_out_training_is_resubmitted_and_resumes(slurm_repo, local_repo,
                                                                                 preempt_mode_cancel):
     root, _ = slurm_repo
-    time_limit = lambda job: scontrol("update", f"JobId={job}", "EndTime=now")   # noqa: E731
     output, epochs = interrupted_training(root, [time_limit, lambda job: subprocess.run(["scancel", job], check=True),
                                                  preempt])
     for state in ("CANCELLED", "FAILED", "TIMEOUT"):
