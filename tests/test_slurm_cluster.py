@@ -178,9 +178,9 @@ def preempt(job: str) -> None:
 
 def time_limit(job: str) -> None:
     """Reach ``job``'s time limit now. slurmctld enforces limits every 30 s, longer than what is left of a smoke
-    training, so the job is frozen first (SIGSTOP to the batch script and its children): it is mid-training when
-    slurmctld ends it, as a job at its limit is."""
-    subprocess.run(["scancel", "--signal=STOP", "--full", job], check=True, timeout=30)
+    training, so the job is frozen first (SIGSTOP to its steps, where the training runs; `--full` would reach only
+    the batch script): it is mid-training when slurmctld ends it, as a job at its limit is."""
+    subprocess.run(["scancel", "--signal=STOP", job], check=True, timeout=30)
     scontrol("update", f"JobId={job}", "EndTime=now")
 
 
