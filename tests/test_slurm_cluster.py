@@ -6,7 +6,8 @@ interrupts jobs, each after two epochs of an attempt: `scontrol requeue` and pre
 (SLURM requeues the job), the time limit, `scancel` and preemption under PreemptMode=CANCEL (the job fails and the
 profile's `retries` resubmit it). Every attempt resumes from train_state.pt and the weights equal the
 uninterrupted run's. Only a preemption under CANCEL leaves a job PREEMPTED (what the adapter relies on). Jobs
-larger than the node fail before submission, naming the slurm/cluster.yaml key.
+larger than the node fail before submission, naming the slurm/cluster.yaml key. A process that a job leaves behind
+ends with it (the cluster's epilog).
 
 Without a running cluster these tests skip with the reason; under CI=true (.ci/run starts the cluster) they fail.
 """
@@ -271,6 +272,28 @@ def test_only_a_cancelled_preemption_leaves_a_job_preempted(preempt_mode_cancel)
     seen = states_until(job, "PENDING", pause=0)
     subprocess.run(["scancel", job], check=True, timeout=30)
     assert "PREEMPTED" not in seen, seen
+
+
+def test_processes_a_job_leaves_behind_end_with_it(tmp_path):
+    """proctrack/linuxproc loses a process whose parent exits first; tools/slurm/epilog.sh ends it with the job."""
+    pids = tmp_path / "pids"
+    job = subprocess.run(["sbatch", "--parsable", "-c", "1", "--mem", "500", "-o", "/dev/null", "--wrap",
+                          f"sleep 3600 & echo $! >{pids}; setsid sleep 3600 & echo $! >>{pids}"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    states_until(job, "COMPLETED")
+    left = [int(pid) for pid in pids.read_text().split()]
+    assert len(left) == 2
+    try:
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in left) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in left if Path(f"/proc/{pid}").exists()], "a job's process outlived it"
+    finally:
+        for pid in left:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
 
 
 def test_gpu_passthrough_keys_reach_the_controller(slurm_repo):

@@ -8,7 +8,8 @@
 # so slurmctld keeps finished jobs for MinJobAge seconds. The node has this machine's CPUs and memory
 # (`slurmd -C`), 8 GPUs of type `fake` as a GRES backed by character-device clones of /dev/null (Slurm drops
 # file-less GPUs), one `nvme` GRES and the feature `adatosk_gpu` (for slurm/cluster.yaml's `gpu_model`, `gres` and
-# `constraint`). Partitions: the cpu_partition and
+# `constraint`). tools/slurm/epilog.sh, installed as the Epilog, kills what a job leaves behind (proctrack/linuxproc
+# tracks a job's processes only by parentage). Partitions: the cpu_partition and
 # gpu_partition of slurm/cluster.yaml, and `preempt`, a higher tier whose jobs preempt theirs (PreemptMode=REQUEUE
 # unless changed with `scontrol update PartitionName=... PreemptMode=CANCEL`).
 set -euo pipefail
@@ -116,6 +117,7 @@ JobRequeue=1
 ReturnToService=2
 MinJobAge=$MIN_JOB_AGE
 KillWait=5
+Epilog=$CONF_DIR/adatosk-epilog.sh
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 AccountingStorageType=accounting_storage/none
@@ -135,13 +137,16 @@ PartitionName=preempt Nodes=$host MaxTime=INFINITE State=UP PriorityTier=10 Pree
 EOF
     printf 'NodeName=%s Name=gpu Type=%s File=/dev/adatosk-gpu[0-%d]\nNodeName=%s Name=nvme Count=1\n' \
         "$host" "$GPU_TYPE" $((GPUS - 1)) "$host" >"$tmp.gres"
-    if cmp -s "$tmp" "$CONF_DIR/slurm.conf" && cmp -s "$tmp.gres" "$CONF_DIR/gres.conf"; then
-        rm -f "$tmp" "$tmp.gres"
+    install -m 755 "$REPO/tools/slurm/epilog.sh" "$tmp.epilog"
+    if cmp -s "$tmp" "$CONF_DIR/slurm.conf" && cmp -s "$tmp.gres" "$CONF_DIR/gres.conf" \
+        && cmp -s "$tmp.epilog" "$CONF_DIR/adatosk-epilog.sh"; then
+        rm -f "$tmp" "$tmp.gres" "$tmp.epilog"
         step "slurm.conf unchanged (node $host: $cpus CPUs, $memory MB, $GPUS GPUs; partitions $cpu_part, $gpu_part)"
         return
     fi
     mv "$tmp" "$CONF_DIR/slurm.conf"
     mv "$tmp.gres" "$CONF_DIR/gres.conf"
+    mv "$tmp.epilog" "$CONF_DIR/adatosk-epilog.sh"
     chmod 644 "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf"
     step "slurm.conf written (node $host: $cpus CPUs, $memory MB, $GPUS GPUs; partitions $cpu_part, $gpu_part)"
     CONFIG_CHANGED=1
