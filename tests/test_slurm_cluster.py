@@ -283,11 +283,23 @@ def test_processes_a_job_leaves_behind_end_with_it(tmp_path):
     states_until(job, "COMPLETED")
     left = [int(pid) for pid in pids.read_text().split()]
     assert len(left) == 2
+
+    def alive() -> list[int]:
+        running = []
+        for pid in left:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+            except OSError:             # gone
+                continue
+            if state != "Z":            # a zombie was killed; init has not reaped it yet
+                running.append(pid)
+        return running
+
     try:
         deadline = time.monotonic() + 30
-        while any(Path(f"/proc/{pid}").exists() for pid in left) and time.monotonic() < deadline:
+        while alive() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [pid for pid in left if Path(f"/proc/{pid}").exists()], "a job's process outlived it"
+        assert not alive(), "a job's process outlived it"
     finally:
         for pid in left:
             try:
